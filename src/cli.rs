@@ -1,0 +1,237 @@
+//! The command line: `crashbox serve`, `token create`, `upload-dsyms`. Each command
+//! parses its flags (with `CRASHBOX_*` environment twins) and calls into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::{Scope, TokenStore};
+use crate::client::{Client, ClientError};
+use crate::config::{parse_byte_size, Config};
+use crate::debug_files::IngestLimits;
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "crashbox",
+    version,
+    about = "Self-hosted crash symbolication and triage for iOS and macOS apps"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: HTTP API, debug-file store and crash store.
+    Serve(ServeArgs),
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Upload debug files (dSYMs, zips, .xcarchive, Mach-O, ELF, Breakpad) to a server.
+    UploadDsyms(UploadArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where the embedded store, tokens and the first admin token live.
+    #[arg(long, env = "CRASHBOX_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Where debug files and SymCaches live.
+    #[arg(long, env = "CRASHBOX_DSYMS_DIR", default_value = "./dsyms")]
+    dsyms_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "CRASHBOX_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Log line format.
+    #[arg(long, env = "CRASHBOX_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Largest debug-file upload body (e.g. 2GiB, 500MB).
+    #[arg(long, env = "CRASHBOX_MAX_DSYM_UPLOAD_SIZE", default_value = "2GiB", value_parser = parse_byte_size)]
+    max_dsym_upload_size: u64,
+    /// Largest total a zip may expand to.
+    #[arg(long, env = "CRASHBOX_MAX_ZIP_UNCOMPRESSED_SIZE", default_value = "8GiB", value_parser = parse_byte_size)]
+    max_zip_uncompressed_size: u64,
+    /// Largest expansion ratio of one zip entry over 1 MiB.
+    #[arg(long, env = "CRASHBOX_MAX_ZIP_RATIO", default_value_t = 200)]
+    max_zip_ratio: u64,
+    /// How many uploads convert debug files at once (default: number of cores).
+    #[arg(long, env = "CRASHBOX_CONVERSION_WORKERS")]
+    conversion_workers: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token; its secret is printed once, as the last word on stdout.
+    Create {
+        #[arg(long, env = "CRASHBOX_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// ingest (send crashes; safe in an app), upload (debug files), read, admin.
+        #[arg(long)]
+        scope: Scope,
+    },
+}
+
+#[derive(Debug, Args)]
+struct UploadArgs {
+    /// The server, e.g. http://127.0.0.1:8080
+    #[arg(long, env = "CRASHBOX_URL")]
+    url: String,
+    /// A token of scope `upload` or `admin`.
+    #[arg(long, env = "CRASHBOX_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The release these files belong to, e.g. "com.example.app 1.2.0 (42)".
+    #[arg(long)]
+    release: Option<String>,
+    /// Print the server's JSON answers instead of a summary.
+    #[arg(long)]
+    json: bool,
+    /// Files or directories: dSYMs.zip, Foo.dSYM, Foo.xcarchive, Mach-O, ELF, .sym.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+/// Runs the command line and returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Token {
+            command: TokenCommand::Create { data_dir, scope },
+        } => token_create(data_dir, scope),
+        Command::UploadDsyms(args) => upload_dsyms(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    telemetry::init(args.log_format);
+    let mut config = Config {
+        data_dir: args.data_dir,
+        dsyms_dir: args.dsyms_dir,
+        listen: args.listen,
+        max_dsym_upload_bytes: args.max_dsym_upload_size,
+        ingest_limits: IngestLimits {
+            max_uncompressed_bytes: args.max_zip_uncompressed_size,
+            max_compression_ratio: args.max_zip_ratio,
+            ..IngestLimits::default()
+        },
+        ..Config::default()
+    };
+    if let Some(workers) = args.conversion_workers {
+        config.conversion_workers = workers.max(1);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("crashbox: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("crashbox: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token_create(data_dir: PathBuf, scope: Scope) -> ExitCode {
+    let created = TokenStore::open(&data_dir).and_then(|tokens| tokens.create(scope));
+    match created {
+        Ok(token) => {
+            println!("created {} token: {}", token.scope, token.token);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("crashbox: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn upload_dsyms(args: UploadArgs) -> ExitCode {
+    let client = Client::new(&args.url, &args.token);
+    let mut failed = false;
+    for path in &args.paths {
+        match client.upload_debug_files(path, args.release.as_deref()) {
+            Ok(answer) if args.json => println!("{}", answer.body),
+            Ok(answer) => print_upload_summary(path, &answer.body),
+            Err(err) => {
+                failed = true;
+                eprintln!("crashbox: {}: {err}", path.display());
+                if let ClientError::Rejected { body, .. } = &err {
+                    if args.json {
+                        println!("{body}");
+                    } else {
+                        print_upload_summary(path, body.get("error").unwrap_or(body));
+                    }
+                }
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_upload_summary(path: &std::path::Path, body: &serde_json::Value) {
+    let text =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+    println!("{}:", path.display());
+    for file in body
+        .get("debug_files")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let features: Vec<&str> = [("has_debug_info", "debug info"), ("has_symbols", "symbols")]
+            .iter()
+            .filter(|(k, _)| file.get(*k).and_then(|v| v.as_bool()).unwrap_or(false))
+            .map(|(_, label)| *label)
+            .collect();
+        println!(
+            "  {:<16} {} {:<8} {:<8} {} ({})",
+            text(file, "status"),
+            text(file, "debug_id"),
+            text(file, "arch"),
+            text(file, "kind"),
+            text(file, "name"),
+            features.join(", ")
+        );
+    }
+    for skipped in body
+        .get("skipped")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "  skipped          {}: {}",
+            text(skipped, "path"),
+            text(skipped, "reason")
+        );
+    }
+    for error in body
+        .get("errors")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "  error            {}: {}",
+            text(error, "path"),
+            text(error, "message")
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! Spooling request bodies to disk. An upload can be a gigabyte, so it is never held in
+//! memory: chunks go straight to a file under the dsyms dir's `tmp/`, and the size limit
+//! is enforced as they arrive (and up front, when `Content-Length` is honest about it).
+
+use std::path::{Path, PathBuf};
+
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::header;
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+use super::ApiError;
+
+/// An upload body on disk.
+pub struct Spooled {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// The file name a multipart upload gave its `file` field.
+    pub file_name: Option<String>,
+    /// Form fields other than `file`, for parameters sent as multipart fields.
+    pub release: Option<String>,
+}
+
+/// Writes the body of `request` (raw or multipart field `file`) to `target`.
+pub async fn spool(request: Request, target: &Path, limit: u64) -> Result<Spooled, ApiError> {
+    if let Some(length) = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if length > limit {
+            return Err(ApiError::body_too_large(limit));
+        }
+    }
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
+    if !is_multipart {
+        let bytes = write_stream(request.into_body().into_data_stream(), target, limit).await?;
+        return Ok(Spooled {
+            path: target.to_owned(),
+            bytes,
+            file_name: None,
+            release: None,
+        });
+    }
+
+    let mut multipart = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+    let mut spooled: Option<Spooled> = None;
+    let mut release = None;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?
+    {
+        match field.name() {
+            Some("file") if spooled.is_none() => {
+                let file_name = field.file_name().map(str::to_owned);
+                let bytes = write_stream(field, target, limit).await?;
+                spooled = Some(Spooled {
+                    path: target.to_owned(),
+                    bytes,
+                    file_name,
+                    release: None,
+                });
+            }
+            Some("release") => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+                release = Some(text);
+            }
+            _ => {}
+        }
+    }
+    let mut spooled = spooled.ok_or_else(|| {
+        ApiError::bad_request("invalid_multipart", "multipart upload has no `file` field")
+    })?;
+    spooled.release = release;
+    Ok(spooled)
+}
+
+async fn write_stream<S, E>(stream: S, target: &Path, limit: u64) -> Result<u64, ApiError>
+where
+    S: Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let result = write_stream_inner(stream, target, limit).await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(target).await;
+    }
+    result
+}
+
+async fn write_stream_inner<S, E>(mut stream: S, target: &Path, limit: u64) -> Result<u64, ApiError>
+where
+    S: Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let file = tokio::fs::File::create(target)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut written: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("body_read_failed", format!("reading the body failed: {e}"))
+        })?;
+        written += chunk.len() as u64;
+        if written > limit {
+            return Err(ApiError::body_too_large(limit));
+        }
+        out.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    out.flush().await.map_err(ApiError::internal)?;
+    Ok(written)
+}

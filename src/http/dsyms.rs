@@ -1,0 +1,178 @@
+//! `/api/v1/dsyms`: debug-file uploads and listings.
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{authorize, body, ApiError};
+use crate::app::App;
+use crate::auth::Scope;
+use crate::debug_files::{DebugFile, FileError, IngestStatus, Skipped, UploadMeta};
+use crate::store::DebugFileFilter;
+
+#[derive(Debug, Deserialize)]
+pub struct UploadParams {
+    release: Option<String>,
+    name: Option<String>,
+}
+
+/// A debug file as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct DebugFileView {
+    debug_id: String,
+    arch: String,
+    name: String,
+    kind: crate::debug_files::DebugFileKind,
+    has_debug_info: bool,
+    has_symbols: bool,
+    has_unwind_info: bool,
+    has_sources: bool,
+    code_id: Option<String>,
+    object_kind: String,
+    path: String,
+    size: u64,
+    sha256: String,
+    symcache_size: u64,
+    uploaded_at: String,
+    releases: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<IngestStatus>,
+}
+
+impl DebugFileView {
+    fn new(file: DebugFile, status: Option<IngestStatus>) -> Self {
+        DebugFileView {
+            has_debug_info: file.features.debug_info,
+            has_symbols: file.features.symbols,
+            has_unwind_info: file.features.unwind,
+            has_sources: file.features.sources,
+            debug_id: file.debug_id,
+            arch: file.arch,
+            name: file.name,
+            kind: file.kind,
+            code_id: file.code_id,
+            object_kind: file.object_kind,
+            path: file.path,
+            size: file.size,
+            sha256: file.sha256,
+            symcache_size: file.symcache_size,
+            uploaded_at: file.uploaded_at,
+            releases: file.releases,
+            status,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct UploadResponse {
+    debug_files: Vec<DebugFileView>,
+    skipped: Vec<Skipped>,
+    errors: Vec<FileError>,
+}
+
+/// `POST /api/v1/dsyms`: a zip, or one Mach-O / ELF / Breakpad file, raw or as the
+/// multipart field `file`.
+pub async fn upload(
+    State(app): State<App>,
+    Query(params): Query<UploadParams>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    authorize(&app, &headers, Scope::Upload)?;
+    let limit = app.config().max_dsym_upload_bytes;
+    let spooled = body::spool(request, &app.new_upload_path(), limit).await?;
+    app.metrics().dsym_upload_bytes.inc_by(spooled.bytes);
+    let meta = UploadMeta {
+        release: params
+            .release
+            .or(spooled.release)
+            .filter(|r| !r.trim().is_empty()),
+        name: params.name.or(spooled.file_name),
+    };
+    let report = app.ingest_debug_files(spooled.path, meta).await?;
+    let created = report
+        .debug_files
+        .iter()
+        .any(|f| f.status != IngestStatus::AlreadyPresent);
+    let response = UploadResponse {
+        debug_files: report
+            .debug_files
+            .into_iter()
+            .map(|f| DebugFileView::new(f.file, Some(f.status)))
+            .collect(),
+        skipped: report.skipped,
+        errors: report.errors,
+    };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(response)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    release: Option<String>,
+    name: Option<String>,
+    missing: Option<bool>,
+}
+
+/// `GET /api/v1/dsyms`: every debug file, filtered by `release` or `name`.
+pub async fn list(
+    State(app): State<App>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&app, &headers, Scope::Read)?;
+    if params.missing == Some(true) {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "`missing=true` needs crash intake, which this build does not have yet",
+        ));
+    }
+    let filter = DebugFileFilter {
+        release: params.release,
+        name: params.name,
+    };
+    let debug_files = tokio::task::spawn_blocking(move || app.debug_files().list(&filter))
+        .await
+        .map_err(ApiError::internal)??;
+    let views: Vec<_> = debug_files
+        .into_iter()
+        .map(|f| DebugFileView::new(f, None))
+        .collect();
+    Ok(Json(serde_json::json!({ "debug_files": views })))
+}
+
+/// `GET /api/v1/dsyms/{debug_id}`: every arch stored for one debug id.
+pub async fn get(
+    State(app): State<App>,
+    Path(debug_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&app, &headers, Scope::Read)?;
+    let parsed: symbolic::common::DebugId = debug_id.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_debug_id",
+            format!("`{debug_id}` is not a debug id"),
+        )
+    })?;
+    let key = parsed.to_string().to_ascii_lowercase();
+    let files = app.debug_files().get(&key)?;
+    if files.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "no debug file with debug id {key}"
+        )));
+    }
+    let views: Vec<_> = files
+        .into_iter()
+        .map(|f| DebugFileView::new(f, None))
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "debug_id": key, "debug_files": views }),
+    ))
+}

@@ -1,0 +1,124 @@
+//! The one place where errors become HTTP statuses. Every error body has the shape
+//! `{"error":{"code","message"}}`, plus details where the error carries them.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::app::Denied;
+use crate::debug_files::IngestError;
+use crate::store::StoreError;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn body_too_large(limit: u64) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body exceeds the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let (Some(details), Some(map)) = (self.details, error.as_object_mut()) {
+            if let Some(details) = details.as_object() {
+                for (k, v) in details {
+                    map.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        let status = match denied {
+            Denied::Missing | Denied::Unknown => StatusCode::UNAUTHORIZED,
+            Denied::Scope { .. } => StatusCode::FORBIDDEN,
+        };
+        let code = match denied {
+            Denied::Missing => "missing_token",
+            Denied::Unknown => "invalid_token",
+            Denied::Scope { .. } => "insufficient_scope",
+        };
+        ApiError::new(status, code, denied.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ApiError::internal(err)
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> Self {
+        let status = match &err {
+            IngestError::Empty
+            | IngestError::UnsupportedFormat { .. }
+            | IngestError::InvalidZip(_)
+            | IngestError::UnsafePath { .. }
+            | IngestError::Symlink { .. } => StatusCode::BAD_REQUEST,
+            IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Malformed(_) | IngestError::NoDebugFiles { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            IngestError::Io(_) | IngestError::Store(_) => return ApiError::internal(err),
+        };
+        let details = match &err {
+            IngestError::NoDebugFiles { skipped, errors } => {
+                Some(json!({"skipped": skipped, "errors": errors}))
+            }
+            _ => None,
+        };
+        ApiError {
+            status,
+            code: err.code(),
+            message: err.to_string(),
+            details,
+        }
+    }
+}

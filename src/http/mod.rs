@@ -1,0 +1,84 @@
+//! The HTTP layer: the router in one place, thin handlers, and the one error-to-status
+//! map in [`error`]. Only this module knows about HTTP; handlers extract, call one
+//! [`App`] method and answer.
+
+mod body;
+mod dsyms;
+mod error;
+mod ops;
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+
+use crate::app::App;
+use crate::auth::Scope;
+
+pub use error::ApiError;
+
+/// Every route crashbox answers.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route(
+            "/api/v1/dsyms",
+            get(dsyms::list)
+                .post(dsyms::upload)
+                // Upload bodies are streamed to disk and bounded by our own limit.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/dsyms/{debug_id}", get(dsyms::get))
+        .fallback(ops::not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+/// Counts and logs each request by its route template, never by its raw path or query,
+/// which could carry identifiers.
+async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status();
+    app.metrics()
+        .http_requests
+        .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+        .inc();
+    app.metrics()
+        .http_duration
+        .with_label_values(&[route.as_str()])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        method = %method,
+        route = %route,
+        status = status.as_u16(),
+        elapsed_ms = elapsed.as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+/// Checks the bearer token against the scope a route needs.
+pub(crate) fn authorize(app: &App, headers: &HeaderMap, need: Scope) -> Result<Scope, ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
+    Ok(app.authorize(token, need)?)
+}

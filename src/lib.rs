@@ -1,0 +1,33 @@
+//! crashbox: a self-hosted crash symbolication and triage service for iOS and macOS apps.
+//!
+//! The binary in `main.rs` only parses flags and calls into this crate. The layout:
+//!
+//! - [`cli`]: the clap command tree (`serve`, `symbolicate`, `token`, `upload-dsyms`,
+//!   `send-crash`) and what each command runs.
+//! - [`config`]: one [`config::Config`] for the server, with its limits; flags and env
+//!   twins map onto it in `cli`.
+//! - [`telemetry`]: tracing setup, once per process.
+//! - [`auth`]: API tokens and scopes. Tokens live as hashed files in the data dir so that
+//!   `crashbox token create` works while a server holds the store open.
+//! - [`store`]: the only module that imports sled. Keys, codecs and trees live there.
+//! - [`debug_files`]: the debug-file store. It walks uploads without trusting them
+//!   (zips, fat Mach-O, ELF, Breakpad), indexes each object by debug id and arch, and
+//!   converts it once to a SymCache under the dsyms dir.
+//! - [`app`]: the façade the HTTP handlers call; `Clone` over `Arc`s.
+//! - [`http`]: the router, thin handlers and the one error-to-status map.
+//! - [`metrics`]: Prometheus counters and histograms.
+//! - [`client`]: the HTTP client behind `upload-dsyms` and `send-crash`.
+//! - [`server`]: binds, serves and shuts down gracefully.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod debug_files;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+mod util;

@@ -1,0 +1,82 @@
+//! Prometheus metrics, served as text on `/metrics`. Labels carry routes and outcomes,
+//! never anything from a report or a token.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// The process's metrics. Cloning shares the same counters.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by matched route, method and status.
+    pub http_requests: IntCounterVec,
+    /// Request latency by matched route.
+    pub http_duration: HistogramVec,
+    /// Objects found in debug-file uploads, by outcome (stored, already_present, …).
+    pub debug_files: IntCounterVec,
+    /// Debug-file uploads rejected as a whole, by error code.
+    pub dsym_uploads_rejected: IntCounterVec,
+    /// Bytes of debug-file upload bodies received.
+    pub dsym_upload_bytes: IntCounter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = Registry::new_custom(Some("crashbox".into()), None)
+            .expect("static registry config is valid");
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route and status"),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency"),
+            &["route"],
+        )
+        .expect("valid metric");
+        let debug_files = IntCounterVec::new(
+            Opts::new("debug_files_total", "Objects found in uploads, by outcome"),
+            &["status"],
+        )
+        .expect("valid metric");
+        let dsym_uploads_rejected = IntCounterVec::new(
+            Opts::new("dsym_uploads_rejected_total", "Rejected debug-file uploads"),
+            &["code"],
+        )
+        .expect("valid metric");
+        let dsym_upload_bytes = IntCounter::new(
+            "dsym_upload_bytes_total",
+            "Debug-file upload bytes received",
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(debug_files.clone()),
+            Box::new(dsym_uploads_rejected.clone()),
+            Box::new(dsym_upload_bytes.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric registered once");
+        }
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            debug_files,
+            dsym_uploads_rejected,
+            dsym_upload_bytes,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
