@@ -1,0 +1,197 @@
+//! The README's tour, run the way a user runs it: the real binary, a real server
+//! process, `token create` while it runs, and `upload-dsyms`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::support::{corpus, dwarfdump_uuids};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crashbox");
+
+/// A `crashbox serve` child process, killed on drop.
+struct ServeProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(root: &std::path::Path) -> ServeProcess {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CRASHBOX_DATA_DIR", root.join("data"))
+        .env("CRASHBOX_DSYMS_DIR", root.join("dsyms"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(pos) = line.find("listening on http://") {
+                let url = line[pos + "listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("server did not report its address");
+    ServeProcess { child, url }
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn readme_tour_token_create_upload_dsyms_and_list() {
+    let root = tempfile::tempdir().unwrap();
+    let server = serve(root.path());
+    let data_dir = root.path().join("data");
+
+    // `token create` works while the server holds the store open.
+    let (ok, stdout, stderr) = run(&[
+        "token",
+        "create",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--scope",
+        "upload",
+    ]);
+    assert!(ok, "{stderr}");
+    let token = stdout.split_whitespace().last().unwrap().to_owned();
+
+    // A `.dSYM` bundle directory is zipped on the fly by the client.
+    let bundle = corpus("xcode-dsyms/54039061-A983-3323-A49D-837A894D667F.dSYM");
+    let (ok, stdout, stderr) = run(&[
+        "upload-dsyms",
+        "--url",
+        &server.url,
+        "--token",
+        &token,
+        "--release",
+        "io.crashprobe 1.0 (1)",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("stored"), "{stdout}");
+    assert!(
+        stdout.contains("54039061-a983-3323-a49d-837a894d667f"),
+        "{stdout}"
+    );
+
+    // The whole folder again: one new, one already present.
+    let (ok, stdout, stderr) = run(&[
+        "upload-dsyms",
+        "--url",
+        &server.url,
+        "--token",
+        &token,
+        "--json",
+        corpus("xcode-dsyms").to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let mut statuses: Vec<_> = answer["debug_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["status"].as_str().unwrap().to_owned())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, ["already_present", "stored"]);
+
+    // The list matches what llvm-dwarfdump reads from the same files.
+    let listing = ureq::get(format!("{}/api/v1/dsyms", server.url))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let listing: serde_json::Value = serde_json::from_str(&listing).unwrap();
+    let mut listed: Vec<_> = listing["debug_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["debug_id"].as_str().unwrap().to_owned(),
+                f["arch"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    listed.sort();
+    let mut want = dwarfdump_uuids(&corpus("xcode-dsyms/54039061-A983-3323-A49D-837A894D667F.dSYM/Contents/Resources/DWARF/CrashProbeiOS"));
+    want.extend(dwarfdump_uuids(&corpus("xcode-dsyms/3CD3E3CC-281E-3AF3-84EB-CDE6D56F0559.dSYM/Contents/Resources/DWARF/CrashLibiOS")));
+    want.sort();
+    assert_eq!(listed, want);
+
+    // A bad upload exits non-zero with the server's message.
+    let junk = root.path().join("junk.bin");
+    std::fs::write(&junk, b"definitely not a debug file").unwrap();
+    let (ok, _, stderr) = run(&[
+        "upload-dsyms",
+        "--url",
+        &server.url,
+        "--token",
+        &token,
+        junk.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("400"), "{stderr}");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_server_cleanly_and_data_survives_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let mut server = serve(root.path());
+    let admin = std::fs::read_to_string(root.path().join("data/admin-token")).unwrap();
+    let bundle = corpus("xcode-dsyms/3CD3E3CC-281E-3AF3-84EB-CDE6D56F0559.dSYM");
+    let (ok, _, stderr) = run(&[
+        "upload-dsyms",
+        "--url",
+        &server.url,
+        "--token",
+        admin.trim(),
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let restarted = serve(root.path());
+    let listing = ureq::get(format!(
+        "{}/api/v1/dsyms/3cd3e3cc-281e-3af3-84eb-cde6d56f0559",
+        restarted.url
+    ))
+    .header("Authorization", &format!("Bearer {}", admin.trim()))
+    .call()
+    .unwrap();
+    assert_eq!(listing.status().as_u16(), 200);
+}

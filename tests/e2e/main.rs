@@ -1,0 +1,7 @@
+//! End-to-end tests: the real server on a random port over a temp data dir, spoken to
+//! over a real socket. One binary, so the crate is linked once.
+
+mod cli;
+mod dsyms;
+mod ops;
+mod support;

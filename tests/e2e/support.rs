@@ -1,0 +1,270 @@
+//! The test harness: a real server on a random port over a temp data dir, and helpers
+//! that talk to it over a real socket.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use crashbox::config::Config;
+use serde_json::Value;
+
+/// The shared corpus next to the repo (`../shared/corpus`).
+#[track_caller]
+pub fn corpus(rel: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/corpus")
+        .join(rel);
+    assert!(path.exists(), "corpus file missing: {}", path.display());
+    path
+}
+
+/// A committed fixture under `fixtures/`.
+#[track_caller]
+pub fn fixture(rel: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel);
+    assert!(
+        path.exists(),
+        "fixture missing: {} (run fixtures/build.sh)",
+        path.display()
+    );
+    path
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub url: String,
+    pub admin_token: String,
+    pub root: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    agent: ureq::Agent,
+}
+
+/// An HTTP answer: status and body (JSON when it parses, else a string).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+pub fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {})
+}
+
+/// Starts a server whose config `tweak` may change (limits, mostly).
+pub fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    static LOGS: Once = Once::new();
+    LOGS.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            crashbox::telemetry::init(crashbox::telemetry::LogFormat::Text);
+        }
+    });
+    let root = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: root.path().join("data"),
+        dsyms_dir: root.path().join("dsyms"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        conversion_workers: 2,
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let app = crashbox::server::prepare(config.clone()).unwrap();
+    let listener = std::net::TcpListener::bind(config.listen).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            crashbox::server::run(listener, app, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    let admin_token = std::fs::read_to_string(config.data_dir.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    TestApp {
+        url: format!("http://{addr}"),
+        admin_token,
+        root,
+        shutdown: Some(tx),
+        thread: Some(thread),
+        agent,
+    }
+}
+
+impl TestApp {
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    pub fn dsyms_dir(&self) -> PathBuf {
+        self.root.path().join("dsyms")
+    }
+
+    /// A new token of `scope` made the way an operator makes one.
+    pub fn token(&self, scope: crashbox::auth::Scope) -> String {
+        crashbox::auth::TokenStore::open(&self.data_dir())
+            .unwrap()
+            .create(scope)
+            .unwrap()
+            .token
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut req = self.agent.get(format!("{}{path}", self.url));
+        if let Some(token) = token {
+            req = req.header("Authorization", &format!("Bearer {token}"));
+        }
+        reply(req.call())
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
+        let mut req = self.agent.post(format!("{}{path}", self.url));
+        if let Some(token) = token {
+            req = req.header("Authorization", &format!("Bearer {token}"));
+        }
+        reply(req.send(body))
+    }
+
+    /// `POST /api/v1/dsyms` with the admin token.
+    pub fn post_dsyms(&self, query: &str, body: &[u8]) -> Reply {
+        self.post(
+            &format!("/api/v1/dsyms{query}"),
+            Some(&self.admin_token.clone()),
+            body,
+        )
+    }
+
+    /// `GET /api/v1/dsyms` with the admin token: the listed (debug id, arch) pairs.
+    pub fn listed(&self) -> Vec<(String, String)> {
+        let reply = self.get("/api/v1/dsyms", Some(&self.admin_token));
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        let mut out: Vec<_> = reply.body["debug_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["debug_id"].as_str().unwrap().to_owned(),
+                    f["arch"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every file under the dsyms dir's `objects/`, to prove a rejected upload left no
+    /// trace.
+    pub fn stored_objects(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.dsyms_dir().join("objects")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+    let response = result.expect("transport error");
+    let status = response.status().as_u16();
+    let text = response.into_body().read_to_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply { status, body }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Builds a zip in memory from `(name, bytes)` entries, deflated.
+pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in entries {
+        zip.start_file(*name, options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// Zips a directory tree with its own name as the top folder, like `zip -r`.
+pub fn zip_dir(dir: &Path) -> Vec<u8> {
+    let mut entries = Vec::new();
+    let top = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let mut stack = vec![(dir.to_owned(), top)];
+    while let Some((path, name)) = stack.pop() {
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let entry = entry.unwrap();
+            let child = format!("{name}/{}", entry.file_name().to_string_lossy());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push((entry.path(), child));
+            } else {
+                entries.push((child, std::fs::read(entry.path()).unwrap()));
+            }
+        }
+    }
+    let refs: Vec<(&str, &[u8])> = entries
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    zip_of(&refs)
+}
+
+/// The `(debug id, arch)` pairs `llvm-dwarfdump --uuid` reports for a file: the ground
+/// truth the index must match.
+pub fn dwarfdump_uuids(path: &Path) -> Vec<(String, String)> {
+    let out = std::process::Command::new("llvm-dwarfdump")
+        .arg("--uuid")
+        .arg(path)
+        .output()
+        .expect("llvm-dwarfdump is installed (scripts/test.sh installs it)");
+    assert!(out.status.success());
+    let mut pairs: Vec<_> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            // "UUID: 54039061-A983-3323-A49D-837A894D667F (arm64) path"
+            let rest = line.strip_prefix("UUID: ")?;
+            let (uuid, rest) = rest.split_once(' ')?;
+            let arch = rest.strip_prefix('(')?.split_once(')')?.0;
+            Some((uuid.to_ascii_lowercase(), arch.to_owned()))
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
