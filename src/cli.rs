@@ -35,6 +35,34 @@ enum Command {
     },
     /// Upload debug files (dSYMs, zips, .xcarchive, Mach-O, ELF, Breakpad) to a server.
     UploadDsyms(UploadArgs),
+    /// Symbolicate a crash report offline, with local debug files: no server needed.
+    Symbolicate(SymbolicateArgs),
+}
+
+#[derive(Debug, Args)]
+struct SymbolicateArgs {
+    /// Debug files: a directory (searched recursively), a zip, a .dSYM bundle or a file.
+    /// Repeat for several.
+    #[arg(long = "dsyms", value_name = "PATH")]
+    dsyms: Vec<PathBuf>,
+    /// Do not keep converted SymCaches in the cache dir between runs.
+    #[arg(long)]
+    no_cache: bool,
+    /// Where converted SymCaches are kept between runs.
+    #[arg(long, env = "CRASHBOX_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Output: the crash JSON, or Apple's text report.
+    #[arg(long, value_enum, default_value = "json")]
+    format: OutputFormat,
+    /// The report: .ips, .crash, MetricKit JSON, Sentry event JSON or crashbox JSON;
+    /// `-` reads standard input.
+    report: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Json,
+    Apple,
 }
 
 #[derive(Debug, Args)]
@@ -105,7 +133,67 @@ pub fn main() -> ExitCode {
             command: TokenCommand::Create { data_dir, scope },
         } => token_create(data_dir, scope),
         Command::UploadDsyms(args) => upload_dsyms(args),
+        Command::Symbolicate(args) => symbolicate(args),
     }
+}
+
+fn symbolicate(args: SymbolicateArgs) -> ExitCode {
+    let bytes = if args.report.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+    } else {
+        std::fs::read(&args.report)
+    };
+    let bytes = match bytes {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            eprintln!("crashbox: {}: {err}", args.report.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let reports = match crate::report::parse(&bytes, &crate::report::ParseLimits::default()) {
+        Ok(reports) => reports,
+        Err(err) => {
+            eprintln!("crashbox: {}: {err}", args.report.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.or_else(default_cache_dir)
+    };
+    let debug_files =
+        match crate::debug_files::LocalDebugFiles::load(&args.dsyms, cache_dir.as_deref()) {
+            Ok(files) => files,
+            Err(err) => {
+                eprintln!("crashbox: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+    for warning in &debug_files.warnings {
+        eprintln!("crashbox: warning: {warning}");
+    }
+    let mut rendered = Vec::new();
+    for report in &reports {
+        let crash = crate::symbolicate::symbolicate(report, &debug_files);
+        match args.format {
+            OutputFormat::Json => rendered.push(crate::render::crash_json(
+                report,
+                &crash,
+                &Default::default(),
+            )),
+            OutputFormat::Apple => print!("{}", crate::render::apple_text(report, &crash)),
+        }
+    }
+    if let OutputFormat::Json = args.format {
+        let out = match rendered.len() {
+            1 => rendered.pop().unwrap_or_default(),
+            _ => serde_json::Value::Array(rendered),
+        };
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    }
+    ExitCode::SUCCESS
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -142,6 +230,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `$XDG_CACHE_HOME/crashbox`, else `~/.cache/crashbox`.
+fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|base| base.join("crashbox"))
 }
 
 fn token_create(data_dir: PathBuf, scope: Scope) -> ExitCode {

@@ -20,6 +20,7 @@
 //! On-disk layout (described for operators in the repo's `dsyms/README.md`):
 //! `objects/<first two hex digits>/<debug_id>/<arch>/{object,symcache}` and `tmp/`.
 
+mod local;
 mod object;
 mod upload;
 
@@ -32,7 +33,8 @@ use serde::{Deserialize, Serialize};
 use crate::store::{DebugFileFilter, Store, StoreError};
 use crate::util;
 
-pub use object::{build_symcache, inspect_archive, ObjectInfo};
+pub use local::LocalDebugFiles;
+pub use object::{build_symcache, inspect_archive, symcache_bytes, ObjectInfo};
 
 /// How crashbox classifies a debug file, after DESIGN.md's domain terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -505,5 +507,81 @@ impl StagingDir {
 impl Drop for StagingDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The server's [`DebugFileSource`](crate::symbolicate::DebugFileSource): the debug-file
+/// store's index and SymCaches, opened through a cache bounded by bytes and shared by
+/// all requests.
+#[derive(Clone)]
+pub struct StoredDebugFiles {
+    store: DebugFileStore,
+    cache: std::sync::Arc<crate::symbolicate::SymCacheCache>,
+}
+
+impl StoredDebugFiles {
+    pub fn new(store: DebugFileStore, cache_bytes: usize) -> Self {
+        StoredDebugFiles {
+            store,
+            cache: std::sync::Arc::new(crate::symbolicate::SymCacheCache::new(cache_bytes)),
+        }
+    }
+
+    fn open(
+        &self,
+        debug_id: &str,
+        arch: &str,
+    ) -> Option<std::sync::Arc<crate::symbolicate::LoadedSymCache>> {
+        let key = format!("{debug_id}/{arch}");
+        self.cache.get_or_load(&key, || {
+            let path = self.store.symcache_path(debug_id, arch)?;
+            match crate::symbolicate::LoadedSymCache::open(&path) {
+                Ok(cache) => Some(cache),
+                Err(err) => {
+                    tracing::warn!(error = %err, debug_id, arch, "unreadable SymCache");
+                    None
+                }
+            }
+        })
+    }
+}
+
+impl crate::symbolicate::DebugFileSource for StoredDebugFiles {
+    fn by_debug_id(
+        &self,
+        debug_id: &str,
+        arch: Option<&str>,
+    ) -> Option<std::sync::Arc<crate::symbolicate::LoadedSymCache>> {
+        let debug_id = debug_id.to_ascii_lowercase();
+        let files = self.store.get(&debug_id).ok()?;
+        let file = files
+            .iter()
+            .find(|f| Some(f.arch.as_str()) == arch)
+            .or_else(|| files.first())?;
+        self.open(&debug_id, &file.arch)
+    }
+
+    fn by_name(
+        &self,
+        name: &str,
+        release: Option<&str>,
+    ) -> Option<(String, std::sync::Arc<crate::symbolicate::LoadedSymCache>)> {
+        // Without a release, a name alone could match any build of the app: refuse
+        // rather than symbolicate against the wrong build.
+        let release = release?;
+        let filter = DebugFileFilter {
+            release: Some(release.to_owned()),
+            name: None,
+        };
+        let files = self.store.list(&filter).ok()?;
+        let mut matching = files.iter().filter(|f| f.name == name);
+        let file = matching.next()?;
+        if matching.any(|f| f.debug_id != file.debug_id) {
+            return None;
+        }
+        Some((
+            file.debug_id.clone(),
+            self.open(&file.debug_id, &file.arch)?,
+        ))
     }
 }

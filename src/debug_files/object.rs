@@ -176,15 +176,9 @@ fn write_original(data: &[u8], target: &Path) -> io::Result<(u64, String)> {
 }
 
 fn convert(object: &Object<'_>, target: &Path) -> Result<u64, String> {
-    let mut converter = SymCacheConverter::new();
-    converter
-        .process_object(object)
-        .map_err(|e| format!("cannot build SymCache: {e}"))?;
     let file = File::create(target).map_err(|e| format!("cannot write SymCache: {e}"))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    converter
-        .serialize(&mut out)
-        .map_err(|e| format!("cannot write SymCache: {e}"))?;
+    convert_into(object, &mut out)?;
     let file = out
         .into_inner()
         .map_err(|e| format!("cannot write SymCache: {}", e.error()))?;
@@ -192,4 +186,28 @@ fn convert(object: &Object<'_>, target: &Path) -> Result<u64, String> {
         .map_err(|e| format!("cannot write SymCache: {e}"))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     Ok(size)
+}
+
+fn convert_into(object: &Object<'_>, out: &mut impl Write) -> Result<(), String> {
+    let mut converter = SymCacheConverter::new();
+    converter
+        .process_object(object)
+        .map_err(|e| format!("cannot build SymCache: {e}"))?;
+    converter
+        .serialize(out)
+        .map_err(|e| format!("cannot write SymCache: {e}"))
+}
+
+/// Builds the SymCache of object `object_index` of the file at `path` in memory, for
+/// the offline CLI, which keeps nothing on disk.
+pub fn symcache_bytes(path: &Path, object_index: usize) -> Result<Vec<u8>, String> {
+    let view = map(path).map_err(|e| format!("cannot read file: {e}"))?;
+    let archive = Archive::parse(&view).map_err(|e| format!("malformed object file: {e}"))?;
+    let object = archive
+        .object_by_index(object_index)
+        .map_err(|e| format!("malformed object: {e}"))?
+        .ok_or_else(|| format!("object {object_index} vanished"))?;
+    let mut out = Vec::new();
+    convert_into(&object, &mut out)?;
+    Ok(out)
 }

@@ -69,7 +69,20 @@ impl IntoResponse for ApiError {
                 }
             }
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        // These are answered before the request body is read. hyper then drops the
+        // connection, and a client that pools it would fail its next request on a
+        // dead socket; saying so up front keeps keep-alive clients honest.
+        if matches!(
+            self.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::support::{corpus, dwarfdump_uuids};
+use crate::support::{corpus, dwarfdump_uuids, fixture};
 
 const BIN: &str = env!("CARGO_BIN_EXE_crashbox");
 
@@ -58,6 +58,31 @@ fn run(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `GET /api/v1/dsyms{query}` as sorted (debug id, arch) pairs.
+fn list(url: &str, token: &str, query: &str) -> Vec<(String, String)> {
+    let listing = ureq::get(format!("{url}/api/v1/dsyms{query}"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let listing: serde_json::Value = serde_json::from_str(&listing).unwrap();
+    let mut listed: Vec<_> = listing["debug_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["debug_id"].as_str().unwrap().to_owned(),
+                f["arch"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    listed.sort();
+    listed
 }
 
 #[test]
@@ -118,31 +143,53 @@ fn readme_tour_token_create_upload_dsyms_and_list() {
     statuses.sort();
     assert_eq!(statuses, ["already_present", "stored"]);
 
+    // The fixtures' Xcode-style dSYMs.zip and zipped .xcarchive, each for its release.
+    for (release, zip) in [
+        ("com.crashbox.fixture 1.0 (1)", "dSYMs.zip"),
+        (
+            "com.crashbox.fixture 1.1 (2)",
+            "CrashboxFixture.xcarchive.zip",
+        ),
+    ] {
+        let path = fixture(&format!("out/{zip}"));
+        let (ok, stdout, stderr) = run(&[
+            "upload-dsyms",
+            "--url",
+            &server.url,
+            "--token",
+            &token,
+            "--release",
+            release,
+            path.to_str().unwrap(),
+        ]);
+        assert!(ok, "{zip}: {stderr}");
+        assert!(stdout.contains("stored"), "{zip}: {stdout}");
+    }
+
     // The list matches what llvm-dwarfdump reads from the same files.
-    let listing = ureq::get(format!("{}/api/v1/dsyms", server.url))
-        .header("Authorization", &format!("Bearer {token}"))
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
-    let listing: serde_json::Value = serde_json::from_str(&listing).unwrap();
-    let mut listed: Vec<_> = listing["debug_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["debug_id"].as_str().unwrap().to_owned(),
-                f["arch"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    listed.sort();
     let mut want = dwarfdump_uuids(&corpus("xcode-dsyms/54039061-A983-3323-A49D-837A894D667F.dSYM/Contents/Resources/DWARF/CrashProbeiOS"));
     want.extend(dwarfdump_uuids(&corpus("xcode-dsyms/3CD3E3CC-281E-3AF3-84EB-CDE6D56F0559.dSYM/Contents/Resources/DWARF/CrashLibiOS")));
+    let mut v1 = Vec::new();
+    for (build, list) in [("v1", &mut v1), ("v2", &mut want)] {
+        for dwarf in [
+            "CrashboxFixture.app.dSYM/Contents/Resources/DWARF/CrashboxFixture",
+            "CrashboxKit.framework.dSYM/Contents/Resources/DWARF/CrashboxKit",
+        ] {
+            list.extend(dwarfdump_uuids(&fixture(&format!("out/{build}/{dwarf}"))));
+        }
+    }
+    want.extend(v1.iter().cloned());
     want.sort();
-    assert_eq!(listed, want);
+    v1.sort();
+    assert_eq!(list(&server.url, &token, ""), want);
+    assert_eq!(
+        list(
+            &server.url,
+            &token,
+            "?release=com.crashbox.fixture%201.0%20(1)"
+        ),
+        v1
+    );
 
     // A bad upload exits non-zero with the server's message.
     let junk = root.path().join("junk.bin");

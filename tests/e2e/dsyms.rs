@@ -2,7 +2,9 @@
 
 use crashbox::auth::Scope;
 
-use crate::support::{corpus, dwarfdump_uuids, spawn_app, spawn_app_with, zip_dir, zip_of};
+use crate::support::{
+    corpus, dwarfdump_uuids, fixture, spawn_app, spawn_app_with, zip_dir, zip_of,
+};
 
 const CRASHPROBE: &str = "54039061-a983-3323-a49d-837a894d667f";
 const CRASHLIB: &str = "3cd3e3cc-281e-3af3-84eb-cde6d56f0559";
@@ -374,4 +376,62 @@ fn multipart_uploads_take_the_file_field_and_release() {
         body["debug_files"][0]["releases"],
         serde_json::json!(["app 2.0 (7)"])
     );
+}
+
+#[test]
+fn breakpad_symbol_files_are_indexed() {
+    let app = spawn_app();
+    let sym = "MODULE mac arm64 6F3A9C2B11D94E0C8A5B7D3E2F1A0B9C0 Widget\n\
+               FILE 0 /src/widget/main.c\n\
+               FUNC 1000 40 0 widget_main\n\
+               1000 20 12 0\n\
+               1020 20 13 0\n\
+               PUBLIC 2000 0 widget_helper\n";
+    let reply = app.post_dsyms("?name=Widget.sym", sym.as_bytes());
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let file = &reply.body["debug_files"][0];
+    assert_eq!(file["kind"], "breakpad");
+    assert_eq!(file["arch"], "arm64");
+    assert_eq!(file["debug_id"], "6f3a9c2b-11d9-4e0c-8a5b-7d3e2f1a0b9c");
+    assert_eq!(file["has_debug_info"], true);
+    assert_eq!(file["name"], "Widget.sym");
+}
+
+#[test]
+fn a_fat_mach_o_indexes_every_slice() {
+    let app = spawn_app();
+    let dsym = fixture("out/fat/crashbox-tool.dSYM/Contents/Resources/DWARF/crashbox-tool");
+    let reply = app.post_dsyms("?name=crashbox-tool", &std::fs::read(&dsym).unwrap());
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert_eq!(app.listed(), dwarfdump_uuids(&dsym));
+    let archs: Vec<_> = app.listed().into_iter().map(|(_, arch)| arch).collect();
+    assert_eq!(archs.len(), 2);
+    assert!(archs.contains(&"arm64".to_owned()) && archs.contains(&"x86_64".to_owned()));
+    for file in reply.body["debug_files"].as_array().unwrap() {
+        assert_eq!(file["has_debug_info"], true, "{file}");
+    }
+
+    // The fat executable itself, stripped of DWARF, is already present with less: the
+    // dSYM stays and the answer says so.
+    let binary = fixture("out/fat/crashbox-tool");
+    let reply = app.post_dsyms("?name=crashbox-tool", &std::fs::read(binary).unwrap());
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    for file in reply.body["debug_files"].as_array().unwrap() {
+        assert_eq!(file["status"], "already_present", "{file}");
+    }
+}
+
+#[test]
+fn an_elf_with_dwarf_is_indexed_by_its_build_id() {
+    let app = spawn_app();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("out/expected.json")).unwrap()).unwrap();
+    let elf = fixture("out/elf/libcrashbox_elf.so");
+    let reply = app.post_dsyms("?name=libcrashbox_elf.so", &std::fs::read(elf).unwrap());
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let file = &reply.body["debug_files"][0];
+    assert_eq!(file["kind"], "elf", "{file}");
+    assert_eq!(file["debug_id"], expected["elf"]["debug_id"], "{file}");
+    assert_eq!(file["arch"], "x86_64");
+    assert_eq!(file["has_debug_info"], true);
 }

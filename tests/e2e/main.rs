@@ -5,3 +5,4 @@ mod cli;
 mod dsyms;
 mod ops;
 mod support;
+mod symbolication;

@@ -18,7 +18,7 @@ pub fn corpus(rel: &str) -> PathBuf {
     path
 }
 
-/// A committed fixture under `fixtures/`.
+/// A committed fixture under `fixtures/` (built by `fixtures/build.sh`).
 #[track_caller]
 pub fn fixture(rel: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
