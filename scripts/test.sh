@@ -19,6 +19,6 @@ cargo test --all-targets
 # The contract check in ../shared/contract runs against a release build. Areas listed
 # here are finished; a finished area must not silently break.
 cargo build --release
-for area in debug-files; do
+for area in debug-files symbolicate; do
   python3 ../shared/contract/check.py --bin target/release/crashbox --only "$area"
 done

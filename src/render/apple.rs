@@ -14,6 +14,11 @@ pub fn apple_text(report: &CrashReport, crash: &SymbolicatedCrash) -> String {
             let _ = writeln!(out, "{:<20} {value}", format!("{name}:"));
         }
     };
+    field(
+        &mut out,
+        "Incident Identifier",
+        report.incident_id.as_deref(),
+    );
     field(&mut out, "Hardware Model", report.device_model.as_deref());
     field(&mut out, "Process", app.name.as_deref());
     field(&mut out, "Identifier", app.bundle_id.as_deref());
@@ -35,7 +40,11 @@ pub fn apple_text(report: &CrashReport, crash: &SymbolicatedCrash) -> String {
         _ => os,
     };
     field(&mut out, "OS Version", Some(&os));
-    field(&mut out, "Date/Time", report.timestamp.as_deref());
+    field(
+        &mut out,
+        "Date/Time",
+        report.timestamp.as_deref().map(apple_date).as_deref(),
+    );
     out.push('\n');
 
     let e = &report.exception;
@@ -159,5 +168,38 @@ fn write_frames(out: &mut String, frames: &[Frame]) {
         if !frame.inlined {
             number += 1;
         }
+    }
+}
+
+/// `2026-03-17T22:50:41.6409-07:00` → `2026-03-17 22:50:41.6409 -0700`, as Apple writes
+/// dates; anything else is printed as it is.
+fn apple_date(rfc3339: &str) -> String {
+    let Some((date, time)) = rfc3339.split_once('T') else {
+        return rfc3339.to_owned();
+    };
+    if let Some(time) = time.strip_suffix('Z') {
+        return format!("{date} {time} +0000");
+    }
+    match time.rfind(['+', '-']) {
+        Some(at) if time.len() - at == 6 => {
+            let (clock, zone) = time.split_at(at);
+            format!("{date} {clock} {}", zone.replace(':', ""))
+        }
+        _ => format!("{date} {time}"),
+    }
+}
+
+#[cfg(test)]
+mod date_tests {
+    #[test]
+    fn dates_print_the_apple_way() {
+        assert_eq!(
+            super::apple_date("2026-03-17T22:50:41.6409-07:00"),
+            "2026-03-17 22:50:41.6409 -0700"
+        );
+        assert_eq!(
+            super::apple_date("2017-01-26T10:51:10"),
+            "2017-01-26 10:51:10"
+        );
     }
 }

@@ -259,4 +259,19 @@ mod tests {
         let err = parse(r#"{"crashbox":1,"threads":[]}"#, &ParseLimits::default()).unwrap_err();
         assert!(err.to_string().starts_with("crashbox JSON"), "{err}");
     }
+
+    #[test]
+    fn the_documented_examples_parse() {
+        let doc = include_str!("../../docs/crashbox-report.md");
+        let examples: Vec<&str> = doc
+            .split("```json")
+            .skip(1)
+            .map(|block| block.split("```").next().unwrap())
+            .collect();
+        assert_eq!(examples.len(), 2);
+        for example in examples {
+            let report = parse(example, &ParseLimits::default()).unwrap();
+            assert!(report.crashed_thread.is_some(), "{example}");
+        }
+    }
 }

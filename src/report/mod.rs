@@ -35,7 +35,7 @@ pub struct ParseLimits {
 impl Default for ParseLimits {
     fn default() -> Self {
         ParseLimits {
-            max_bytes: 64 << 20,
+            max_bytes: 16 << 20,
             max_threads: 512,
             max_frames: 512,
             max_json_depth: 2048,
@@ -472,5 +472,50 @@ mod corpus_tests {
         let report = one("sentry-events/crashprobe_dereference_a_null_pointer.json");
         assert_eq!(report.exception.kind.as_deref(), Some("EXC_BAD_ACCESS"));
         assert_eq!(report.exception.signal.as_deref(), Some("SIGBUS"));
+    }
+
+    fn ips_with(threads: usize, frames_per_thread: usize) -> String {
+        let frames = vec![r#"{"imageIndex":0,"imageOffset":16}"#; frames_per_thread].join(",");
+        let thread = format!(r#"{{"frames":[{frames}]}}"#);
+        let threads = vec![thread.as_str(); threads].join(",");
+        format!(
+            "{{\"bug_type\":\"309\"}}\n{{\"usedImages\":[{{\"base\":4096,\"name\":\"App\"}}],\"faultingThread\":0,\"threads\":[{threads}]}}"
+        )
+    }
+
+    #[test]
+    fn ten_thousand_threads_and_a_hundred_thousand_frames_are_capped_and_noted() {
+        let limits = ParseLimits::default();
+        let report = parse(ips_with(10_000, 1).as_bytes(), &limits)
+            .unwrap()
+            .remove(0);
+        assert_eq!(report.threads.len(), limits.max_threads);
+        assert!(
+            report.notes.iter().any(|n| n.contains("10000 threads")),
+            "{:?}",
+            report.notes
+        );
+        let report = parse(ips_with(1, 100_000).as_bytes(), &limits)
+            .unwrap()
+            .remove(0);
+        assert_eq!(report.threads[0].frames.len(), limits.max_frames);
+        assert!(
+            report.notes.iter().any(|n| n.contains("99488 frames")),
+            "{:?}",
+            report.notes
+        );
+    }
+
+    #[test]
+    fn a_fifty_megabyte_report_is_refused_naming_its_format() {
+        let mut big = ips_with(1, 1).into_bytes();
+        big.resize(50 << 20, b' ');
+        let err = parse(&big, &ParseLimits::default()).unwrap_err();
+        assert_eq!(err.kind, ParseErrorKind::TooLarge);
+        assert!(
+            err.to_string()
+                .starts_with("Apple .ips: the report is 52428800 bytes"),
+            "{err}"
+        );
     }
 }

@@ -401,4 +401,52 @@ mod tests {
         assert_eq!(index.find(0x3010), None);
         assert_eq!(index.find(0xfff), None);
     }
+
+    struct NoFiles;
+
+    impl DebugFileSource for NoFiles {
+        fn by_debug_id(&self, _: &str, _: Option<&str>) -> Option<Arc<LoadedSymCache>> {
+            None
+        }
+        fn by_name(&self, _: &str, _: Option<&str>) -> Option<(String, Arc<LoadedSymCache>)> {
+            None
+        }
+    }
+
+    #[test]
+    fn frames_outside_every_image_get_a_status_not_an_error() {
+        use crate::report::{ReportFormat, Thread};
+        let mut report = CrashReport::new(ReportFormat::Crashbox);
+        report.images = vec![Image {
+            debug_id: Some("54039061-a983-3323-a49d-837a894d667f".into()),
+            ..image("App", 0x1000, Some(0x1000))
+        }];
+        let frame = |addr, symbol: Option<&str>| RawFrame {
+            instruction_addr: addr,
+            symbol: symbol.map(str::to_owned),
+            image_name: None,
+        };
+        report.threads = vec![Thread {
+            crashed: true,
+            frames: vec![
+                frame(0x1010, None),
+                frame(0x9999_0000, None),
+                frame(0x9999_0004, Some("objc_exception_throw")),
+                frame(0, None),
+            ],
+            ..Thread::default()
+        }];
+        let crash = symbolicate(&report, &NoFiles);
+        let statuses: Vec<_> = crash.threads[0].frames.iter().map(|f| f.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                FrameStatus::MissingDebugFile,
+                FrameStatus::UnknownImage,
+                FrameStatus::OsSymbol,
+                FrameStatus::Malformed
+            ]
+        );
+        assert_eq!(crash.missing_debug_ids().count(), 1);
+    }
 }

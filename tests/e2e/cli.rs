@@ -242,3 +242,150 @@ fn sigterm_stops_the_server_cleanly_and_data_survives_a_restart() {
     .unwrap();
     assert_eq!(listing.status().as_u16(), 200);
 }
+
+#[test]
+fn symbolicate_offline_prints_apple_text_and_json() {
+    let report = fixture("out/reports/fixture_v1.ips");
+    let dsyms = fixture("out/dSYMs.zip");
+    let cache = tempfile::tempdir().unwrap();
+    let args = |format: &'static str| {
+        vec![
+            "symbolicate".to_owned(),
+            "--cache-dir".to_owned(),
+            cache.path().display().to_string(),
+            "--dsyms".to_owned(),
+            dsyms.display().to_string(),
+            "--format".to_owned(),
+            format.to_owned(),
+            report.display().to_string(),
+        ]
+    };
+    let run_owned = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&refs)
+    };
+    let (ok, apple, stderr) = run_owned(args("apple"));
+    assert!(ok, "{stderr}");
+    assert!(apple.contains("Incident Identifier:"), "{apple}");
+    assert!(apple.contains("Thread 0 Crashed:"), "{apple}");
+    assert!(
+        apple.contains(
+            "-[CBChallengeViewController loadChallenge:] (CBChallengeViewController.mm:41)"
+        ),
+        "{apple}"
+    );
+    assert!(apple.contains("Binary Images:"), "{apple}");
+
+    // The second run reads the SymCache cache and prints the same.
+    let (ok, json, stderr) = run_owned(args("json"));
+    assert!(ok, "{stderr}");
+    let crash: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let frames = crash["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["crashed"] == true)
+        .unwrap()["frames"]
+        .as_array()
+        .unwrap();
+    assert_eq!(frames[0]["function"], "cb_read_field");
+    assert_eq!(frames[0]["inlined"], true);
+    assert_eq!(frames[0]["status"], "symbolicated");
+    let (ok, again, _) = run_owned(args("json"));
+    assert!(ok);
+    assert_eq!(again, json);
+}
+
+#[test]
+fn symbolicate_resolves_call_stack_symbols_by_image_name() {
+    // The simplest in-app reporter: an NSException's name and reason plus
+    // callStackSymbols, with no image list and no UUIDs.
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("exception.json");
+    let load = 0x1041c0000u64;
+    let lines = [
+        "0   CoreFoundation                      0x000000018fe5e5e0 __exceptionPreprocess + 164"
+            .to_owned(),
+        format!(
+            "1   CrashboxFixture                     0x{:016x} CrashboxFixture + {}",
+            0x1041c411cu64,
+            0x1041c411c - load
+        ),
+        format!(
+            "2   CrashboxFixture                     0x{:016x} CrashboxFixture + {}",
+            0x1041c40bcu64,
+            0x1041c40bc - load
+        ),
+    ];
+    let doc = serde_json::json!({
+        "crashbox": 1,
+        "app": {"bundle_id": "com.crashbox.fixture", "name": "CrashboxFixture", "version": "1.0", "build": "1"},
+        "device_model": "iPhone15,2",
+        "exception": {"name": "NSInvalidArgumentException", "reason": "boom"},
+        "call_stack_symbols": lines,
+    });
+    std::fs::write(&report, doc.to_string()).unwrap();
+    let dsyms = fixture("out/dSYMs.zip");
+    let (ok, text, stderr) = run(&[
+        "symbolicate",
+        "--no-cache",
+        "--dsyms",
+        dsyms.to_str().unwrap(),
+        "--format",
+        "apple",
+        report.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        text.contains("-[CBChallengeViewController loadChallenge:]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+[CBChallengeViewController presentChallengeLevel:]"),
+        "{text}"
+    );
+    assert!(text.contains("__exceptionPreprocess"), "{text}");
+}
+
+#[test]
+fn symbolicate_exits_non_zero_for_unreadable_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let dsyms = fixture("out/dSYMs.zip");
+    for (name, body, want) in [
+        (
+            "truncated.ips",
+            &b"{\"bug_type\":\"309\"}\n{\"threads\": ["[..],
+            "Apple .ips: the JSON is truncated",
+        ),
+        (
+            "binary.crash",
+            &b"Incident Identifier: \xff\xfe\n"[..],
+            "invalid UTF-8",
+        ),
+        ("empty.json", &b""[..], "empty"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        let (ok, stdout, stderr) = run(&[
+            "symbolicate",
+            "--no-cache",
+            "--dsyms",
+            dsyms.to_str().unwrap(),
+            path.to_str().unwrap(),
+        ]);
+        assert!(!ok, "{name}: {stdout}");
+        assert!(
+            stderr.contains(name) && stderr.contains(want),
+            "{name}: {stderr}"
+        );
+    }
+    let report = fixture("out/reports/fixture_v1.ips");
+    let (ok, _, stderr) = run(&[
+        "symbolicate",
+        "--dsyms",
+        "/no/such/dir",
+        report.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("/no/such/dir"), "{stderr}");
+}
