@@ -3,15 +3,20 @@
 //! blocking pool behind a semaphore, never onto the async executor.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
 use crate::auth::{AuthError, Scope, TokenStore};
 use crate::config::Config;
-use crate::debug_files::{DebugFileStore, IngestError, IngestReport, UploadMeta};
+use crate::debug_files::{
+    DebugFileStore, IngestError, IngestReport, IngestStatus, StoredDebugFiles, UploadMeta,
+};
+use crate::intake::{self, IntakeError};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::{CrashRecord, Inserted, MissingDebugFile, Store, StoreError};
+use crate::symbolicate::SymbolicatedCrash;
 
 /// Why the app could not start.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +25,12 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error("server secret {path}: {source}")]
+    Secret {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("dsyms dir {path}: {source}")]
     DsymsDir {
         path: PathBuf,
@@ -43,6 +54,13 @@ struct Inner {
     /// One permit per conversion worker: at most that many uploads convert at once,
     /// each one object at a time, so memory stays bounded by the largest objects.
     conversions: Semaphore,
+    /// Debug files for symbolication, through the shared SymCache cache.
+    symbols: Arc<StoredDebugFiles>,
+    /// Keys the hashes that replace incident and device ids.
+    secret: Vec<u8>,
+    /// Wakes the background worker (re-symbolication, retention). Dropping it with
+    /// the last `App` stops the worker.
+    worker: Mutex<mpsc::Sender<()>>,
 }
 
 impl App {
@@ -58,6 +76,22 @@ impl App {
             )?;
         let tokens = TokenStore::open(&config.data_dir)?;
         let conversions = Semaphore::new(config.conversion_workers.max(1));
+        let secret_path = config.data_dir.join("secret");
+        let secret = load_or_create_secret(&secret_path).map_err(|source| StartError::Secret {
+            path: secret_path,
+            source,
+        })?;
+        let symbols = Arc::new(StoredDebugFiles::new(
+            debug_files.clone(),
+            config.symcache_cache_bytes,
+        ));
+        let (wake, wakeups) = mpsc::channel();
+        spawn_worker(
+            store.clone(),
+            symbols.clone(),
+            config.retention_days,
+            wakeups,
+        );
         Ok(App {
             inner: Arc::new(Inner {
                 config,
@@ -66,8 +100,96 @@ impl App {
                 tokens,
                 metrics: Metrics::default(),
                 conversions,
+                symbols,
+                secret,
+                worker: Mutex::new(wake),
             }),
         })
+    }
+
+    /// Stores one crash report upload (several crashes for a MetricKit payload). When
+    /// this returns `Ok`, the crashes are on disk.
+    pub async fn ingest_crash(
+        &self,
+        bytes: axum::body::Bytes,
+    ) -> Result<Vec<Inserted>, IntakeError> {
+        let this = self.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let inner = &this.inner;
+            let records = intake::prepare(
+                &bytes,
+                &inner.config.parse_limits(),
+                &inner.secret,
+                inner.symbols.as_ref(),
+                time::OffsetDateTime::now_utc(),
+            )?;
+            Ok::<_, IntakeError>(inner.store.insert_crashes(records)?)
+        })
+        .await
+        .unwrap_or_else(|join| {
+            Err(IntakeError::Store(StoreError::Sled(
+                sled::Error::ReportableBug(format!("intake task failed: {join}")),
+            )))
+        });
+        let metrics = self.metrics();
+        match stored {
+            Ok((inserted, ticket)) => {
+                self.inner.store.durable(ticket).await?;
+                for crash in &inserted {
+                    let outcome = if crash.created { "stored" } else { "duplicate" };
+                    metrics.crashes.with_label_values(&[outcome]).inc();
+                }
+                Ok(inserted)
+            }
+            Err(err) => {
+                metrics.crashes.with_label_values(&[err.code()]).inc();
+                Err(err)
+            }
+        }
+    }
+
+    /// A stored crash, symbolicated with the debug files known now.
+    pub async fn crash(
+        &self,
+        id: String,
+    ) -> Result<Option<(CrashRecord, SymbolicatedCrash)>, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(record) = this.inner.store.crash(&id)? else {
+                return Ok(None);
+            };
+            let crash =
+                crate::symbolicate::symbolicate(&record.report, this.inner.symbols.as_ref());
+            Ok(Some((record, crash)))
+        })
+        .await
+        .unwrap_or_else(|join| {
+            Err(StoreError::Sled(sled::Error::ReportableBug(format!(
+                "crash task failed: {join}"
+            ))))
+        })
+    }
+
+    /// Deletes a crash; false when there was none.
+    pub async fn delete_crash(&self, id: &str) -> Result<bool, StoreError> {
+        let (deleted, ticket) = self.inner.store.delete_crash(id)?;
+        self.inner.store.durable(ticket).await?;
+        Ok(deleted)
+    }
+
+    /// The missing-dSYM list.
+    pub fn missing_debug_files(&self) -> Result<Vec<MissingDebugFile>, StoreError> {
+        self.inner.store.missing_debug_files()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn wake_worker(&self) {
+        if let Ok(wake) = self.inner.worker.lock() {
+            let _ = wake.send(());
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -115,6 +237,9 @@ impl App {
                 });
         drop(permit);
         let metrics = self.metrics();
+        if let Ok(report) = &result {
+            self.after_debug_files(report);
+        }
         match &result {
             Ok(report) => {
                 for file in &report.debug_files {
@@ -134,6 +259,30 @@ impl App {
                 .inc(),
         }
         result
+    }
+
+    /// New debug files may complete stored crashes: queue them for the worker.
+    fn after_debug_files(&self, report: &IngestReport) {
+        let mut debug_ids = Vec::new();
+        for file in &report.debug_files {
+            if file.status == IngestStatus::AlreadyPresent {
+                continue;
+            }
+            // A replaced object (binary → dSYM) must not be served from the old cache.
+            self.inner
+                .symbols
+                .invalidate(&file.file.debug_id, &file.file.arch);
+            if !debug_ids.contains(&file.file.debug_id) {
+                debug_ids.push(file.file.debug_id.clone());
+            }
+        }
+        if debug_ids.is_empty() {
+            return;
+        }
+        match self.inner.store.enqueue_resymbolication(&debug_ids) {
+            Ok(()) => self.wake_worker(),
+            Err(err) => tracing::error!(error = %err, "cannot queue re-symbolication"),
+        }
     }
 
     /// Whether the store and the dsyms dir are usable.
@@ -157,6 +306,85 @@ impl App {
 
     pub fn data_dir(&self) -> &Path {
         &self.inner.config.data_dir
+    }
+}
+
+/// The secret that keys identifier hashes: 32 random bytes in `DATA_DIR/secret`
+/// (mode 0600), made on first start. Losing it only means retried uploads from before
+/// are no longer recognised and device counts restart.
+fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => hex::decode(text.trim())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let secret = crate::util::random_hex(32);
+            crate::util::write_atomic(path, secret.as_bytes(), Some(0o600))?;
+            hex::decode(secret)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// The background worker: drains the durable re-symbolication queue (at start, so a
+/// restart resumes it, and whenever debug files arrive), and prunes old crashes.
+fn spawn_worker(
+    store: Store,
+    symbols: Arc<StoredDebugFiles>,
+    retention_days: u32,
+    wakeups: mpsc::Receiver<()>,
+) {
+    let run = move || {
+        let mut last_prune: Option<Instant> = None;
+        loop {
+            loop {
+                match store.next_resymbolication() {
+                    Ok(Some((key, debug_id))) => {
+                        match intake::resymbolicate(&store, symbols.as_ref(), &debug_id) {
+                            Ok(changed) => {
+                                if changed > 0 {
+                                    tracing::info!(debug_id, changed, "crashes symbolicated again");
+                                }
+                                if let Err(err) = store.dequeue_resymbolication(&key) {
+                                    tracing::error!(error = %err, "cannot dequeue");
+                                    break;
+                                }
+                            }
+                            Err(err) => {
+                                tracing::error!(error = %err, debug_id, "re-symbolication failed");
+                                break;
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot read the re-symbolication queue");
+                        break;
+                    }
+                }
+            }
+            let hour = Duration::from_secs(3600);
+            if retention_days > 0 && last_prune.is_none_or(|at| at.elapsed() >= hour) {
+                last_prune = Some(Instant::now());
+                let cutoff = time::OffsetDateTime::now_utc()
+                    - time::Duration::days(i64::from(retention_days));
+                match intake::prune(&store, cutoff) {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, retention_days, "old crashes deleted"),
+                    Err(err) => tracing::error!(error = %err, "retention failed"),
+                }
+            }
+            match wakeups.recv_timeout(Duration::from_secs(60)) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    };
+    if let Err(err) = std::thread::Builder::new()
+        .name("crashbox-worker".into())
+        .spawn(run)
+    {
+        tracing::error!(error = %err, "cannot start the background worker");
     }
 }
 

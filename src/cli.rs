@@ -1,4 +1,5 @@
-//! The command line: `crashbox serve`, `token create`, `upload-dsyms`. Each command
+//! The command line: `crashbox serve`, `token create`, `upload-dsyms`, `send-crash`,
+//! `symbolicate`. Each command
 //! parses its flags (with `CRASHBOX_*` environment twins) and calls into the library.
 
 use std::net::SocketAddr;
@@ -35,8 +36,26 @@ enum Command {
     },
     /// Upload debug files (dSYMs, zips, .xcarchive, Mach-O, ELF, Breakpad) to a server.
     UploadDsyms(UploadArgs),
+    /// Send crash reports (.ips, .crash, MetricKit, Sentry or crashbox JSON) to a server.
+    SendCrash(SendCrashArgs),
     /// Symbolicate a crash report offline, with local debug files: no server needed.
     Symbolicate(SymbolicateArgs),
+}
+
+#[derive(Debug, Args)]
+struct SendCrashArgs {
+    /// The server, e.g. http://127.0.0.1:8080
+    #[arg(long, env = "CRASHBOX_URL")]
+    url: String,
+    /// A token of scope `ingest` (or `admin`).
+    #[arg(long, env = "CRASHBOX_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Print the server's JSON answers instead of a summary.
+    #[arg(long)]
+    json: bool,
+    /// Report files, in any accepted format.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +110,21 @@ struct ServeArgs {
     /// How many uploads convert debug files at once (default: number of cores).
     #[arg(long, env = "CRASHBOX_CONVERSION_WORKERS")]
     conversion_workers: Option<usize>,
+    /// Largest crash report body (e.g. 10MB).
+    #[arg(long, env = "CRASHBOX_MAX_CRASH_SIZE", default_value = "10MB", value_parser = parse_byte_size)]
+    max_crash_size: u64,
+    /// Threads kept per crash report; the rest are dropped and noted.
+    #[arg(long, env = "CRASHBOX_MAX_CRASH_THREADS", default_value_t = 512)]
+    max_crash_threads: usize,
+    /// Frames kept per thread; the rest are dropped and noted.
+    #[arg(long, env = "CRASHBOX_MAX_CRASH_FRAMES", default_value_t = 512)]
+    max_crash_frames: usize,
+    /// Delete crashes older than this many days (0 keeps them forever).
+    #[arg(long, env = "CRASHBOX_RETENTION_DAYS", default_value_t = 90)]
+    retention_days: u32,
+    /// Memory for open SymCaches shared by all requests (e.g. 1GiB).
+    #[arg(long, env = "CRASHBOX_SYMCACHE_CACHE_SIZE", default_value = "1GiB", value_parser = parse_byte_size)]
+    symcache_cache_size: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,6 +167,7 @@ pub fn main() -> ExitCode {
             command: TokenCommand::Create { data_dir, scope },
         } => token_create(data_dir, scope),
         Command::UploadDsyms(args) => upload_dsyms(args),
+        Command::SendCrash(args) => send_crash(args),
         Command::Symbolicate(args) => symbolicate(args),
     }
 }
@@ -210,6 +245,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         },
         ..Config::default()
     };
+    config.max_crash_bytes = args.max_crash_size;
+    config.max_crash_threads = args.max_crash_threads.max(1);
+    config.max_crash_frames = args.max_crash_frames.max(1);
+    config.retention_days = args.retention_days;
+    config.symcache_cache_bytes = usize::try_from(args.symcache_cache_size).unwrap_or(usize::MAX);
     if let Some(workers) = args.conversion_workers {
         config.conversion_workers = workers.max(1);
     }
@@ -251,6 +291,51 @@ fn token_create(data_dir: PathBuf, scope: Scope) -> ExitCode {
             eprintln!("crashbox: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn send_crash(args: SendCrashArgs) -> ExitCode {
+    let client = Client::new(&args.url, &args.token);
+    let mut failed = false;
+    for path in &args.files {
+        match client.send_crash(path) {
+            Ok(answer) if args.json => println!("{}", answer.body),
+            Ok(answer) => {
+                let crashes = answer
+                    .body
+                    .get("crashes")
+                    .and_then(|c| c.as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                for crash in crashes {
+                    let field = |k: &str| crash.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                    let outcome = if crash.get("created").and_then(|v| v.as_bool()) == Some(false) {
+                        "duplicate"
+                    } else {
+                        "stored"
+                    };
+                    println!(
+                        "{}: {outcome} {} group {} {}",
+                        path.display(),
+                        field("id"),
+                        field("group_id"),
+                        field("signature")
+                    );
+                }
+            }
+            Err(err) => {
+                failed = true;
+                eprintln!("crashbox: {}: {err}", path.display());
+                if let (true, ClientError::Rejected { body, .. }) = (args.json, &err) {
+                    println!("{body}");
+                }
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

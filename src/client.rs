@@ -1,4 +1,4 @@
-//! The HTTP client behind `crashbox upload-dsyms` (and later `send-crash`). Blocking,
+//! The HTTP client behind `crashbox upload-dsyms` and `send-crash`. Blocking,
 //! because a CLI has nothing else to do while it waits.
 
 use std::fs::File;
@@ -82,6 +82,15 @@ impl Client {
             url.push_str(&format!("&release={}", encode(release)));
         }
         self.send(&url, file)
+    }
+
+    /// Sends one crash report file as it is; the server detects its format.
+    pub fn send_crash(&self, path: &Path) -> Result<Answer, ClientError> {
+        let file = File::open(path).map_err(|source| ClientError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.send(&format!("{}/api/v1/crashes", self.base), file)
     }
 
     fn send(&self, url: &str, body: File) -> Result<Answer, ClientError> {

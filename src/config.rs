@@ -23,6 +23,15 @@ pub struct Config {
     /// How many uploads convert debug files at once; each converts one object at a time.
     /// Defaults to the number of cores: conversion is CPU-bound.
     pub conversion_workers: usize,
+    /// Largest crash report body, in bytes (413 above it).
+    pub max_crash_bytes: u64,
+    /// Threads and frames kept per crash; the rest are dropped with a note.
+    pub max_crash_threads: usize,
+    pub max_crash_frames: usize,
+    /// Crashes older than this many days are deleted in the background; 0 keeps all.
+    pub retention_days: u32,
+    /// Bytes of open SymCaches kept in memory across requests.
+    pub symcache_cache_bytes: usize,
 }
 
 impl Default for Config {
@@ -36,6 +45,23 @@ impl Default for Config {
             conversion_workers: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            max_crash_bytes: 10 << 20,
+            max_crash_threads: 512,
+            max_crash_frames: 512,
+            retention_days: 90,
+            symcache_cache_bytes: 1 << 30,
+        }
+    }
+}
+
+impl Config {
+    /// What one crash report may make the parser do.
+    pub fn parse_limits(&self) -> crate::report::ParseLimits {
+        crate::report::ParseLimits {
+            max_bytes: usize::try_from(self.max_crash_bytes).unwrap_or(usize::MAX),
+            max_threads: self.max_crash_threads,
+            max_frames: self.max_crash_frames,
+            ..crate::report::ParseLimits::default()
         }
     }
 }

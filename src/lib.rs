@@ -26,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod debug_files;
 pub mod http;
+pub mod intake;
 pub mod metrics;
 pub mod render;
 pub mod report;

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub dsym_uploads_rejected: IntCounterVec,
     /// Bytes of debug-file upload bodies received.
     pub dsym_upload_bytes: IntCounter,
+    /// Crash reports by outcome: stored, duplicate, or the error code.
+    pub crashes: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -50,12 +52,18 @@ impl Default for Metrics {
             "Debug-file upload bytes received",
         )
         .expect("valid metric");
+        let crashes = IntCounterVec::new(
+            Opts::new("crashes_total", "Crashes received, by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
             Box::new(debug_files.clone()),
             Box::new(dsym_uploads_rejected.clone()),
             Box::new(dsym_upload_bytes.clone()),
+            Box::new(crashes.clone()),
         ] {
             registry
                 .register(collector)
@@ -68,6 +76,7 @@ impl Default for Metrics {
             debug_files,
             dsym_uploads_rejected,
             dsym_upload_bytes,
+            crashes,
         }
     }
 }

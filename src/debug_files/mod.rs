@@ -527,6 +527,11 @@ impl StoredDebugFiles {
         }
     }
 
+    /// Forgets the cached SymCache of one debug file, after it was replaced.
+    pub fn invalidate(&self, debug_id: &str, arch: &str) {
+        self.cache.invalidate(&format!("{debug_id}/{arch}"));
+    }
+
     fn open(
         &self,
         debug_id: &str,

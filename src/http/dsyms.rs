@@ -128,11 +128,10 @@ pub async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&app, &headers, Scope::Read)?;
     if params.missing == Some(true) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "`missing=true` needs crash intake, which this build does not have yet",
-        ));
+        let missing = tokio::task::spawn_blocking(move || app.missing_debug_files())
+            .await
+            .map_err(ApiError::internal)??;
+        return Ok(Json(serde_json::json!({ "missing": missing })));
     }
     let filter = DebugFileFilter {
         release: params.release,

@@ -8,6 +8,8 @@ use serde_json::json;
 
 use crate::app::Denied;
 use crate::debug_files::IngestError;
+use crate::intake::IntakeError;
+use crate::report::ParseErrorKind;
 use crate::store::StoreError;
 
 /// An error on its way to the client.
@@ -103,7 +105,37 @@ impl From<Denied> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        ApiError::internal(err)
+        match err {
+            // The disk did not confirm the write: the client must retry, not trust it.
+            StoreError::NotDurable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_durable",
+                err.to_string(),
+            ),
+            err => ApiError::internal(err),
+        }
+    }
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(err: IntakeError) -> Self {
+        match err {
+            IntakeError::Store(err) => err.into(),
+            IntakeError::Parse(ref parse) => {
+                let status = match parse.kind {
+                    ParseErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                    ParseErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                let format = parse.format.map(|f| f.name());
+                ApiError {
+                    status,
+                    code: err.code(),
+                    message: err.to_string(),
+                    details: Some(json!({ "format": format })),
+                }
+            }
+        }
     }
 }
 

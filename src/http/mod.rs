@@ -3,6 +3,7 @@
 //! [`App`] method and answer.
 
 mod body;
+mod crashes;
 mod dsyms;
 mod error;
 mod ops;
@@ -13,7 +14,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::app::App;
@@ -35,6 +36,17 @@ pub fn router(app: App) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .route("/api/v1/dsyms/{debug_id}", get(dsyms::get))
+        .route(
+            "/api/v1/crashes",
+            post(crashes::ingest)
+                // Bounded by `max_crash_bytes` in the handler, with a clear 413.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/crashes/{id}",
+            get(crashes::get).delete(crashes::delete),
+        )
+        .route("/api/v1/crashes/{id}/apple", get(crashes::get_apple))
         .fallback(ops::not_found)
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)

@@ -29,16 +29,22 @@ pub fn signature(report: &CrashReport, crash: &SymbolicatedCrash) -> String {
         .or_else(|| crash.crashed_thread().map(|t| t.frames.as_slice()))
         .or_else(|| crash.threads.first().map(|t| t.frames.as_slice()))
         .unwrap_or(&[]);
-    let in_app: Vec<&str> = frames
+    // An in-app frame with no debug file yet is named by image and offset: stable for
+    // one build, and replaced by the function once the dSYM arrives.
+    let in_app: Vec<String> = frames
         .iter()
         .filter(|f| f.in_app)
-        .filter_map(|f| f.function.as_deref())
+        .filter_map(|f| match (&f.function, &f.image, f.relative_addr) {
+            (Some(function), _, _) => Some(function.clone()),
+            (None, Some(image), Some(rel)) => Some(format!("{image}+0x{rel:x}")),
+            _ => None,
+        })
         .take(3)
         .collect();
-    let names = if in_app.is_empty() {
+    let names: Vec<String> = if in_app.is_empty() {
         frames
             .iter()
-            .filter_map(|f| f.function.as_deref())
+            .filter_map(|f| f.function.clone())
             .take(3)
             .collect()
     } else {

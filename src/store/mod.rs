@@ -8,13 +8,26 @@
 //! Trees and keys:
 //! - `debug_files`: `"{debug_id}/{arch}"` → [`DebugFile`]. A prefix scan on
 //!   `"{debug_id}/"` lists every arch of one debug id.
+//! - `crashes`: crashes, groups, the missing-debug-file list and the re-symbolication
+//!   queue; see [`crashes`] for its keys.
+//!
+//! Durability of crashes uses group commit: a write returns a [`Ticket`], and
+//! [`Store::durable`] waits until a flush that started after the write has finished.
+//! One flusher thread runs flushes back to back, so under load one fsync covers every
+//! write that arrived during the previous one.
 //!
 //! The interface is a handful of methods on [`Store`], with no trait in between, so that
 //! a shared backend can later replace this file without touching its callers.
 
+mod crashes;
+
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use crate::debug_files::DebugFile;
+
+pub use crashes::{decode_record, CrashRecord, Group, Inserted, MissingDebugFile, NeededDebugFile};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +43,75 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("store: compression: {0}")]
+    Compression(#[source] std::io::Error),
+    #[error("store: damaged record under {key}: {problem}")]
+    Corrupt { key: String, problem: String },
+    /// The disk did not confirm a write in time; the caller must not report success.
+    #[error("store: the write was not flushed to disk within {0:?}")]
+    NotDurable(Duration),
+}
+
+/// A write waiting to be flushed; see [`Store::durable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+/// State shared with the flusher thread.
+struct FlushShared {
+    /// (tickets handed out, stop requested)
+    requested: Mutex<(u64, bool)>,
+    wake: Condvar,
+    flushed: tokio::sync::watch::Sender<u64>,
+}
+
+/// Stops the flusher thread when the last `Store` clone goes away, so the thread's
+/// handle on the database does not keep it (and its file lock) alive.
+struct FlushGuard {
+    shared: Arc<FlushShared>,
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        let mut state = self
+            .shared
+            .requested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.1 = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+fn run_flusher(db: sled::Db, shared: Arc<FlushShared>) {
+    let mut flushed = 0u64;
+    loop {
+        let target = {
+            let mut state = shared
+                .requested
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while state.0 == flushed && !state.1 {
+                state = shared
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if state.0 == flushed && state.1 {
+                return;
+            }
+            state.0
+        };
+        match db.flush() {
+            Ok(_) => {
+                flushed = target;
+                shared.flushed.send_replace(flushed);
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "store flush failed; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 /// Handle to the embedded store. Cheap to clone; all clones share one database.
@@ -37,7 +119,13 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     debug_files: sled::Tree,
+    crashes: Arc<crashes::Crashes>,
+    flush: Arc<FlushShared>,
+    _flush_guard: Arc<FlushGuard>,
 }
+
+/// How long a request waits for its write to reach the disk before giving up.
+const DURABLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Which debug files a listing wants.
 #[derive(Debug, Default, Clone)]
@@ -58,7 +146,138 @@ impl Store {
             .flush_every_ms(Some(1000))
             .open()?;
         let debug_files = db.open_tree("debug_files")?;
-        Ok(Store { db, debug_files })
+        let crashes = Arc::new(crashes::Crashes::open(&db)?);
+        let flush = Arc::new(FlushShared {
+            requested: Mutex::new((0, false)),
+            wake: Condvar::new(),
+            flushed: tokio::sync::watch::channel(0).0,
+        });
+        let thread_db = db.clone();
+        let thread_shared = flush.clone();
+        std::thread::Builder::new()
+            .name("crashbox-flush".into())
+            .spawn(move || run_flusher(thread_db, thread_shared))
+            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        Ok(Store {
+            db,
+            debug_files,
+            crashes,
+            _flush_guard: Arc::new(FlushGuard {
+                shared: flush.clone(),
+            }),
+            flush,
+        })
+    }
+
+    /// A ticket for everything written so far; pass it to [`Store::durable`].
+    pub fn ticket(&self) -> Ticket {
+        let mut state = self
+            .flush
+            .requested
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.0 += 1;
+        self.flush.wake.notify_one();
+        Ticket(state.0)
+    }
+
+    /// Waits until the writes before `ticket` are on disk.
+    pub async fn durable(&self, ticket: Ticket) -> Result<(), StoreError> {
+        let mut flushed = self.flush.flushed.subscribe();
+        let done = tokio::time::timeout(DURABLE_TIMEOUT, async {
+            flushed.wait_for(|&done| done >= ticket.0).await.is_ok()
+        })
+        .await;
+        match done {
+            Ok(true) => Ok(()),
+            _ => Err(StoreError::NotDurable(DURABLE_TIMEOUT)),
+        }
+    }
+
+    /// [`Store::durable`] for blocking code.
+    pub fn durable_blocking(&self, ticket: Ticket) -> Result<(), StoreError> {
+        let mut flushed = self.flush.flushed.subscribe();
+        let deadline = std::time::Instant::now() + DURABLE_TIMEOUT;
+        while *flushed.borrow_and_update() < ticket.0 {
+            if std::time::Instant::now() > deadline {
+                return Err(StoreError::NotDurable(DURABLE_TIMEOUT));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Stores crashes, skipping any whose identity is already stored. Durable once
+    /// the returned ticket is.
+    pub fn insert_crashes(
+        &self,
+        records: Vec<CrashRecord>,
+    ) -> Result<(Vec<Inserted>, Ticket), StoreError> {
+        let inserted = self.crashes.insert(records)?;
+        Ok((inserted, self.ticket()))
+    }
+
+    pub fn crash(&self, id: &str) -> Result<Option<CrashRecord>, StoreError> {
+        self.crashes.get(id)
+    }
+
+    /// Rewrites one crash (after symbolicating it again), moving its counters.
+    pub fn update_crash(
+        &self,
+        id: &str,
+        update: impl FnOnce(&CrashRecord) -> Option<CrashRecord>,
+    ) -> Result<Option<CrashRecord>, StoreError> {
+        self.crashes.update(id, update)
+    }
+
+    /// Deletes one crash and its share of every counter. False when there was none.
+    pub fn delete_crash(&self, id: &str) -> Result<(bool, Ticket), StoreError> {
+        let deleted = self.crashes.delete(id)?;
+        Ok((deleted, self.ticket()))
+    }
+
+    /// Crashes that needed `debug_id` and lacked it.
+    pub fn crashes_needing(&self, debug_id: &str) -> Result<Vec<String>, StoreError> {
+        self.crashes.needing(debug_id)
+    }
+
+    /// Crash ids of one group, oldest first.
+    pub fn crashes_in_group(&self, group_id: &str) -> Result<Vec<String>, StoreError> {
+        self.crashes.in_group(group_id)
+    }
+
+    /// Crash ids that sort before `cutoff` (ids start with their time; see `intake`).
+    pub fn crashes_before(&self, cutoff: &str) -> Result<Vec<String>, StoreError> {
+        self.crashes.ids_before(cutoff)
+    }
+
+    /// Debug ids crashes needed and nobody uploaded, most crashes first.
+    pub fn missing_debug_files(&self) -> Result<Vec<MissingDebugFile>, StoreError> {
+        self.crashes.missing()
+    }
+
+    pub fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
+        self.crashes.group(id)
+    }
+
+    pub fn groups(&self) -> Result<Vec<Group>, StoreError> {
+        self.crashes.groups()
+    }
+
+    /// Queues debug ids whose crashes must be symbolicated again, durably.
+    pub fn enqueue_resymbolication(&self, debug_ids: &[String]) -> Result<(), StoreError> {
+        self.crashes.enqueue(&self.db, debug_ids)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The oldest queued debug id, with the key to [`Store::dequeue_resymbolication`].
+    pub fn next_resymbolication(&self) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+        self.crashes.next_queued()
+    }
+
+    pub fn dequeue_resymbolication(&self, key: &[u8]) -> Result<(), StoreError> {
+        self.crashes.dequeue(key)
     }
 
     /// One debug file by its identity.

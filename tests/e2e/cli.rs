@@ -1,55 +1,9 @@
 //! The README's tour, run the way a user runs it: the real binary, a real server
 //! process, `token create` while it runs, and `upload-dsyms`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use crate::support::{corpus, dwarfdump_uuids, fixture};
-
-const BIN: &str = env!("CARGO_BIN_EXE_crashbox");
-
-/// A `crashbox serve` child process, killed on drop.
-struct ServeProcess {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(root: &std::path::Path) -> ServeProcess {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("CRASHBOX_DATA_DIR", root.join("data"))
-        .env("CRASHBOX_DSYMS_DIR", root.join("dsyms"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(pos) = line.find("listening on http://") {
-                let url = line[pos + "listening on ".len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .to_owned();
-                let _ = tx.send(url);
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("server did not report its address");
-    ServeProcess { child, url }
-}
+use crate::support::{corpus, dwarfdump_uuids, fixture, serve, BIN};
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN).args(args).output().unwrap();

@@ -2,7 +2,9 @@
 //! over a real socket. One binary, so the crate is linked once.
 
 mod cli;
+mod crashes;
 mod dsyms;
 mod ops;
+mod privacy;
 mod support;
 mod symbolication;

@@ -268,3 +268,56 @@ pub fn dwarfdump_uuids(path: &Path) -> Vec<(String, String)> {
     pairs.sort();
     pairs
 }
+
+/// The real `crashbox` binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_crashbox");
+
+/// A `crashbox serve` child process, killed on drop. Its log lines are kept.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub url: String,
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the real binary on a free port over `root/data` and `root/dsyms`.
+pub fn serve(root: &Path) -> ServeProcess {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CRASHBOX_DATA_DIR", root.join("data"))
+        .env("CRASHBOX_DSYMS_DIR", root.join("dsyms"))
+        .env("RUST_LOG", "crashbox=debug,info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(pos) = line.find("listening on http://") {
+                let url = line[pos + "listening on ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                let _ = tx.send(url);
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server did not report its address");
+    ServeProcess { child, url, logs }
+}
