@@ -15,8 +15,11 @@ use crate::debug_files::{
 };
 use crate::intake::{self, IntakeError};
 use crate::metrics::Metrics;
-use crate::store::{CrashRecord, Inserted, MissingDebugFile, Store, StoreError};
+use crate::store::{CrashRecord, EncodedCrash, Inserted, MissingDebugFile, Store, StoreError};
 use crate::symbolicate::SymbolicatedCrash;
+
+/// Reports up to this size are prepared on the executor thread (see `ingest_crash`).
+const INLINE_INTAKE_BYTES: usize = 64 * 1024;
 
 /// Why the app could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,9 @@ struct Inner {
     symbols: Arc<StoredDebugFiles>,
     /// Keys the hashes that replace incident and device ids.
     secret: Vec<u8>,
+    /// One permit per core for parsing and symbolicating reports: more would only make
+    /// the OS switch between them, and a burst would stretch every request's latency.
+    intake_slots: Semaphore,
     /// Wakes the background worker (re-symbolication, retention). Dropping it with
     /// the last `App` stops the worker.
     worker: Mutex<mpsc::Sender<()>>,
@@ -102,6 +108,9 @@ impl App {
                 conversions,
                 symbols,
                 secret,
+                intake_slots: Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                ),
                 worker: Mutex::new(wake),
             }),
         })
@@ -114,38 +123,55 @@ impl App {
         bytes: axum::body::Bytes,
     ) -> Result<Vec<Inserted>, IntakeError> {
         let this = self.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            let inner = &this.inner;
-            let records = intake::prepare(
-                &bytes,
-                &inner.config.parse_limits(),
-                &inner.secret,
-                inner.symbols.as_ref(),
-                time::OffsetDateTime::now_utc(),
-            )?;
-            Ok::<_, IntakeError>(inner.store.insert_crashes(records)?)
-        })
-        .await
-        .unwrap_or_else(|join| {
-            Err(IntakeError::Store(StoreError::Sled(
-                sled::Error::ReportableBug(format!("intake task failed: {join}")),
-            )))
-        });
+        let result = async {
+            let _slot = self.inner.intake_slots.acquire().await;
+            let small = bytes.len() <= INLINE_INTAKE_BYTES;
+            let prepare = move || {
+                let inner = &this.inner;
+                let records = intake::prepare(
+                    &bytes,
+                    &inner.config.parse_limits(),
+                    &inner.secret,
+                    inner.symbols.as_ref(),
+                    time::OffsetDateTime::now_utc(),
+                )?;
+                records
+                    .into_iter()
+                    .map(EncodedCrash::new)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(IntakeError::from)
+            };
+            // A typical report parses and symbolicates in about 100 µs: less than
+            // handing it to the blocking pool and back costs in thread switches, and
+            // the slots keep at most one per core running. Large reports go to the pool.
+            let prepared = if small {
+                prepare()?
+            } else {
+                tokio::task::spawn_blocking(prepare)
+                    .await
+                    .unwrap_or_else(|join| {
+                        Err(IntakeError::Store(StoreError::Sled(
+                            sled::Error::ReportableBug(format!("intake task failed: {join}")),
+                        )))
+                    })?
+            };
+            drop(_slot);
+            let (inserted, ticket) = self.inner.store.insert_crashes(prepared).await?;
+            self.inner.store.durable(ticket).await?;
+            Ok::<_, IntakeError>(inserted)
+        }
+        .await;
         let metrics = self.metrics();
-        match stored {
-            Ok((inserted, ticket)) => {
-                self.inner.store.durable(ticket).await?;
-                for crash in &inserted {
+        match &result {
+            Ok(inserted) => {
+                for crash in inserted {
                     let outcome = if crash.created { "stored" } else { "duplicate" };
                     metrics.crashes.with_label_values(&[outcome]).inc();
                 }
-                Ok(inserted)
             }
-            Err(err) => {
-                metrics.crashes.with_label_values(&[err.code()]).inc();
-                Err(err)
-            }
+            Err(err) => metrics.crashes.with_label_values(&[err.code()]).inc(),
         }
+        result
     }
 
     /// A stored crash, symbolicated with the debug files known now.

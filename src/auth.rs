@@ -98,7 +98,17 @@ struct TokenRecord {
 #[derive(Debug, Clone)]
 pub struct TokenStore {
     dir: PathBuf,
+    /// Recently checked token hashes and their scopes: a device fleet sends the same
+    /// ingest token thousands of times a second, and each check would otherwise read
+    /// a file. Entries expire after [`TOKEN_CACHE_TTL`], so a token file removed by an
+    /// operator stops working within that time.
+    checked: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, (Scope, std::time::Instant)>>,
+    >,
 }
+
+/// How long a checked token is trusted without reading its file again.
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A freshly created token: the only moment its secret exists outside the client.
 pub struct NewToken {
@@ -114,7 +124,10 @@ impl TokenStore {
             path: dir.clone(),
             source,
         })?;
-        Ok(TokenStore { dir })
+        Ok(TokenStore {
+            dir,
+            checked: Default::default(),
+        })
     }
 
     /// Creates a token of `scope` and stores its hash.
@@ -157,10 +170,22 @@ impl TokenStore {
             return None;
         }
         let hash = hash_token(token);
+        if let Ok(checked) = self.checked.lock() {
+            if let Some((scope, at)) = checked.get(&hash) {
+                if at.elapsed() < TOKEN_CACHE_TTL {
+                    return Some(*scope);
+                }
+            }
+        }
         let raw = fs::read(self.dir.join(format!("{hash}.json"))).ok()?;
         let record: TokenRecord = serde_json::from_slice(&raw).ok()?;
         let same: bool = record.hash.as_bytes().ct_eq(hash.as_bytes()).into();
-        same.then_some(record.scope)
+        let scope = same.then_some(record.scope)?;
+        if let Ok(mut checked) = self.checked.lock() {
+            // Only known tokens are kept, so guessing cannot grow the map.
+            checked.insert(hash, (scope, std::time::Instant::now()));
+        }
+        Some(scope)
     }
 }
 

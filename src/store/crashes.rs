@@ -165,36 +165,46 @@ impl Crashes {
     }
 
     /// Stores each record unless its identity is already stored.
-    pub(super) fn insert(&self, records: Vec<CrashRecord>) -> Result<Vec<Inserted>, StoreError> {
+    /// Stores the records of several uploads in one atomic batch, skipping any whose
+    /// identity is already stored (or comes earlier in the same batch). One answer per
+    /// upload, in order.
+    pub(super) fn insert_many(
+        &self,
+        uploads: Vec<Vec<EncodedCrash>>,
+    ) -> Result<Vec<Vec<Inserted>>, StoreError> {
         let _guard = self.lock();
         let mut tx = Tx::new(&self.tree);
-        let mut out = Vec::with_capacity(records.len());
-        for record in records {
-            let identity_key = format!("i/{}", record.identity);
-            if let Some(existing) = tx.get(identity_key.as_bytes())? {
-                let id = String::from_utf8_lossy(&existing).into_owned();
-                if let Some(stored) = self.read_record(&tx, &id)? {
-                    out.push(Inserted {
-                        id,
-                        group_id: stored.group_id,
-                        signature: stored.signature,
-                        created: false,
-                    });
-                    continue;
+        let mut answers = Vec::with_capacity(uploads.len());
+        for upload in uploads {
+            let mut out = Vec::with_capacity(upload.len());
+            for EncodedCrash { record, encoded } in upload {
+                let identity_key = format!("i/{}", record.identity);
+                if let Some(existing) = tx.get(identity_key.as_bytes())? {
+                    let id = String::from_utf8_lossy(&existing).into_owned();
+                    if let Some(stored) = self.read_record(&tx, &id)? {
+                        out.push(Inserted {
+                            id,
+                            group_id: stored.group_id,
+                            signature: stored.signature,
+                            created: false,
+                        });
+                        continue;
+                    }
                 }
+                tx.put(identity_key, record.id.as_bytes().to_vec());
+                add(&mut tx, &record)?;
+                tx.put(format!("c/{}", record.id), encoded);
+                out.push(Inserted {
+                    id: record.id,
+                    group_id: record.group_id,
+                    signature: record.signature,
+                    created: true,
+                });
             }
-            tx.put(identity_key, record.id.as_bytes().to_vec());
-            add(&mut tx, &record)?;
-            out.push(Inserted {
-                id: record.id.clone(),
-                group_id: record.group_id.clone(),
-                signature: record.signature.clone(),
-                created: true,
-            });
-            put_record(&mut tx, &record)?;
+            answers.push(out);
         }
         tx.commit()?;
-        Ok(out)
+        Ok(answers)
     }
 
     fn read_record(&self, tx: &Tx<'_>, id: &str) -> Result<Option<CrashRecord>, StoreError> {
@@ -345,9 +355,28 @@ impl Crashes {
 }
 
 fn put_record(tx: &mut Tx<'_>, record: &CrashRecord) -> Result<(), StoreError> {
-    let key = format!("c/{}", record.id);
+    let value = encode_record(record)?;
+    tx.put(format!("c/{}", record.id), value);
+    Ok(())
+}
+
+/// A record with its stored bytes, encoded by the caller so the writer does not.
+pub struct EncodedCrash {
+    record: CrashRecord,
+    encoded: Vec<u8>,
+}
+
+impl EncodedCrash {
+    pub fn new(record: CrashRecord) -> Result<Self, StoreError> {
+        let encoded = encode_record(&record)?;
+        Ok(EncodedCrash { record, encoded })
+    }
+}
+
+/// A crash record as stored: [`RECORD_MAGIC`] then deflated JSON.
+fn encode_record(record: &CrashRecord) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(record).map_err(|source| StoreError::Codec {
-        key: key.clone(),
+        key: format!("c/{}", record.id),
         source,
     })?;
     let mut encoder = flate2::write::DeflateEncoder::new(
@@ -357,8 +386,7 @@ fn put_record(tx: &mut Tx<'_>, record: &CrashRecord) -> Result<(), StoreError> {
     encoder.write_all(&json).map_err(StoreError::Compression)?;
     let mut value = RECORD_MAGIC.to_vec();
     value.extend(encoder.finish().map_err(StoreError::Compression)?);
-    tx.put(key, value);
-    Ok(())
+    Ok(value)
 }
 
 /// Leads every compressed crash record, so a future format can be told apart.

@@ -11,10 +11,11 @@
 //! - `crashes`: crashes, groups, the missing-debug-file list and the re-symbolication
 //!   queue; see [`crashes`] for its keys.
 //!
-//! Durability of crashes uses group commit: a write returns a [`Ticket`], and
-//! [`Store::durable`] waits until a flush that started after the write has finished.
-//! One flusher thread runs flushes back to back, so under load one fsync covers every
-//! write that arrived during the previous one.
+//! Crash inserts go through one writer thread, which applies every upload waiting in
+//! its queue as one sled batch. Durability uses group commit: a write returns a
+//! [`Ticket`], and [`Store::durable`] waits until a flush that started after the write
+//! has finished. One flusher thread runs flushes back to back, so under load one fsync
+//! covers every write that arrived during the previous one.
 //!
 //! The interface is a handful of methods on [`Store`], with no trait in between, so that
 //! a shared backend can later replace this file without touching its callers.
@@ -27,7 +28,9 @@ use std::time::Duration;
 
 use crate::debug_files::DebugFile;
 
-pub use crashes::{decode_record, CrashRecord, Group, Inserted, MissingDebugFile, NeededDebugFile};
+pub use crashes::{
+    decode_record, CrashRecord, EncodedCrash, Group, Inserted, MissingDebugFile, NeededDebugFile,
+};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +104,15 @@ fn run_flusher(db: sled::Db, shared: Arc<FlushShared>) {
             }
             state.0
         };
+        let started = std::time::Instant::now();
         match db.flush() {
-            Ok(_) => {
+            Ok(bytes) => {
+                tracing::trace!(
+                    bytes,
+                    tickets = target - flushed,
+                    micros = started.elapsed().as_micros() as u64,
+                    "store flushed"
+                );
                 flushed = target;
                 shared.flushed.send_replace(flushed);
             }
@@ -115,11 +125,53 @@ fn run_flusher(db: sled::Db, shared: Arc<FlushShared>) {
 }
 
 /// Handle to the embedded store. Cheap to clone; all clones share one database.
+/// One upload's crashes on their way to the writer thread.
+struct InsertJob {
+    crashes: Vec<EncodedCrash>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Inserted>, StoreError>>,
+}
+
+/// Applies queued uploads in batches until every `Store` (and so every sender) is gone.
+fn run_writer(crashes: Arc<crashes::Crashes>, jobs: std::sync::mpsc::Receiver<InsertJob>) {
+    // Bounds one batch, so a flood cannot make one write (and its answers) wait long.
+    const MAX_BATCH: usize = 256;
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (uploads, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|job| (job.crashes, job.reply))
+            .unzip();
+        match crashes.insert_many(uploads) {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(err) => {
+                let message = err.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Corrupt {
+                        key: "crashes".into(),
+                        problem: format!("batch write failed: {message}"),
+                    }));
+                }
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     debug_files: sled::Tree,
     crashes: Arc<crashes::Crashes>,
+    writer: std::sync::mpsc::Sender<InsertJob>,
     flush: Arc<FlushShared>,
     _flush_guard: Arc<FlushGuard>,
 }
@@ -144,6 +196,9 @@ impl Store {
             // Flushes are explicit (after every committed write batch), so the
             // background flusher only needs to mop up.
             .flush_every_ms(Some(1000))
+            // sled's page cache defaults to 1 GiB and grows toward it as crashes
+            // accumulate; a smaller one keeps the server's RSS flat under load.
+            .cache_capacity(128 << 20)
             .open()?;
         let debug_files = db.open_tree("debug_files")?;
         let crashes = Arc::new(crashes::Crashes::open(&db)?);
@@ -152,6 +207,12 @@ impl Store {
             wake: Condvar::new(),
             flushed: tokio::sync::watch::channel(0).0,
         });
+        let (writer, jobs) = std::sync::mpsc::channel();
+        let writer_crashes = crashes.clone();
+        std::thread::Builder::new()
+            .name("crashbox-writer".into())
+            .spawn(move || run_writer(writer_crashes, jobs))
+            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         let thread_db = db.clone();
         let thread_shared = flush.clone();
         std::thread::Builder::new()
@@ -162,6 +223,7 @@ impl Store {
             db,
             debug_files,
             crashes,
+            writer,
             _flush_guard: Arc::new(FlushGuard {
                 shared: flush.clone(),
             }),
@@ -207,13 +269,21 @@ impl Store {
         Ok(())
     }
 
-    /// Stores crashes, skipping any whose identity is already stored. Durable once
-    /// the returned ticket is.
-    pub fn insert_crashes(
+    /// Stores one upload's crashes, skipping any whose identity is already stored.
+    /// Durable once the returned ticket is. Uploads arriving together share one batch.
+    pub async fn insert_crashes(
         &self,
-        records: Vec<CrashRecord>,
+        crashes: Vec<EncodedCrash>,
     ) -> Result<(Vec<Inserted>, Ticket), StoreError> {
-        let inserted = self.crashes.insert(records)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || StoreError::Corrupt {
+            key: "crashes".into(),
+            problem: "the writer thread is gone".into(),
+        };
+        self.writer
+            .send(InsertJob { crashes, reply })
+            .map_err(|_| gone())?;
+        let inserted = answer.await.map_err(|_| gone())??;
         Ok((inserted, self.ticket()))
     }
 
