@@ -181,3 +181,106 @@ mod tests {
         assert!(a.as_str() < crash_id_at(late).as_str());
     }
 }
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+    use crate::store::EncodedCrash;
+    use crate::symbolicate::LoadedSymCache;
+    use std::sync::Arc;
+
+    struct NoFiles;
+
+    impl DebugFileSource for NoFiles {
+        fn by_debug_id(&self, _: &str, _: Option<&str>) -> Option<Arc<LoadedSymCache>> {
+            None
+        }
+        fn by_name(&self, _: &str, _: Option<&str>) -> Option<(String, Arc<LoadedSymCache>)> {
+            None
+        }
+    }
+
+    const REPORT: &str = r#"{"crashbox":1,"app":{"name":"App","version":"1.0","build":"1"},
+        "exception":{"type":"EXC_BAD_ACCESS"},
+        "images":[{"name":"App","path":"/var/containers/Bundle/Application/X/App.app/App",
+                   "uuid":"54039061-a983-3323-a49d-837a894d667f","load_address":"0x1000","size":4096}],
+        "threads":[{"crashed":true,"frames":["0x1010"]}]}"#;
+
+    fn store_with(ages_in_days: &[i64]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for (i, age) in ages_in_days.iter().enumerate() {
+            let now = time::OffsetDateTime::now_utc() - time::Duration::days(*age);
+            // A distinct incident per crash, so none is a duplicate.
+            let report = REPORT.replace(
+                "\"crashbox\":1",
+                &format!("\"crashbox\":1,\"incident_id\":\"i{i}\""),
+            );
+            let records = prepare(
+                report.as_bytes(),
+                &ParseLimits::default(),
+                b"k",
+                &NoFiles,
+                now,
+            )
+            .unwrap();
+            let encoded = records
+                .into_iter()
+                .map(|r| EncodedCrash::new(r).unwrap())
+                .collect();
+            let (inserted, ticket) = runtime.block_on(store.insert_crashes(encoded)).unwrap();
+            assert!(inserted[0].created);
+            store.durable_blocking(ticket).unwrap();
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn retention_prunes_old_crashes_with_their_counts() {
+        let (_dir, store) = store_with(&[100, 95, 1]);
+        let groups = store.groups().unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].count, 3);
+        assert_eq!(store.missing_debug_files().unwrap()[0].crash_count, 3);
+        let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(90);
+        assert_eq!(prune(&store, cutoff).unwrap(), 2);
+        assert_eq!(store.groups().unwrap()[0].count, 1);
+        assert_eq!(store.missing_debug_files().unwrap()[0].crash_count, 1);
+        assert_eq!(store.crashes_in_group(&groups[0].id).unwrap().len(), 1);
+        assert_eq!(prune(&store, cutoff).unwrap(), 0);
+    }
+
+    #[test]
+    fn the_resymbolication_queue_survives_a_restart() {
+        let (dir, store) = store_with(&[0]);
+        store
+            .enqueue_resymbolication(&["54039061-a983-3323-a49d-837a894d667f".into()])
+            .unwrap();
+        drop(store);
+        // The flusher and writer threads let go of the database when the store drops.
+        let mut reopened = None;
+        for _ in 0..100 {
+            match Store::open(dir.path()) {
+                Ok(store) => {
+                    reopened = Some(store);
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        let store = reopened.expect("the store reopens");
+        let (key, debug_id) = store.next_resymbolication().unwrap().unwrap();
+        assert_eq!(debug_id, "54039061-a983-3323-a49d-837a894d667f");
+        assert_eq!(
+            store.crashes_needing(&debug_id).unwrap().len(),
+            1,
+            "the crash still needs it"
+        );
+        store.dequeue_resymbolication(&key).unwrap();
+        assert!(store.next_resymbolication().unwrap().is_none());
+    }
+}

@@ -93,7 +93,7 @@ pub fn timestamp(text: &str) -> Option<String> {
         return Some(text.to_owned());
     }
     let zone = match zone {
-        Some(z) if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
+        Some(z) if z.len() == 5 && z.is_ascii() && (z.starts_with('+') || z.starts_with('-')) => {
             format!("{}:{}", &z[..3], &z[3..])
         }
         Some("Z") | Some("UTC") | Some("GMT") => "Z".to_owned(),

@@ -110,7 +110,7 @@ fn detect_text(text: &str) -> Result<ReportFormat, ParseError> {
                 ReportFormat::AppleCrash
             });
         }
-        let head = &text[..text.len().min(1 << 16)];
+        let head = &text[..floor_char_boundary(text, 1 << 16)];
         if head.contains("\"crashDiagnostics\"") || head.contains("\"callStackTree\"") {
             return Ok(ReportFormat::MetricKit);
         }
@@ -309,6 +309,17 @@ mod tests {
             detect(b"hello").unwrap_err().kind,
             ParseErrorKind::UnknownFormat
         );
+    }
+
+    #[test]
+    fn detection_cuts_its_look_ahead_at_a_char_boundary() {
+        // Found by cargo fuzz (parse_any): a multi-byte character across byte 65536.
+        let mut text = "{\"tags\":{},\"x\":\"".to_owned();
+        text.push_str(&"a".repeat((1 << 16) - text.len() - 1));
+        text.push_str("é\"}");
+        assert!(!text.is_char_boundary(1 << 16));
+        let err = detect(text.as_bytes()).unwrap_err();
+        assert_eq!(err.kind, ParseErrorKind::UnknownFormat);
     }
 
     #[test]
