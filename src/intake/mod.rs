@@ -186,19 +186,7 @@ mod tests {
 mod store_tests {
     use super::*;
     use crate::store::EncodedCrash;
-    use crate::symbolicate::LoadedSymCache;
-    use std::sync::Arc;
-
-    struct NoFiles;
-
-    impl DebugFileSource for NoFiles {
-        fn by_debug_id(&self, _: &str, _: Option<&str>) -> Option<Arc<LoadedSymCache>> {
-            None
-        }
-        fn by_name(&self, _: &str, _: Option<&str>) -> Option<(String, Arc<LoadedSymCache>)> {
-            None
-        }
-    }
+    use crate::symbolicate::NoDebugFiles;
 
     const REPORT: &str = r#"{"crashbox":1,"app":{"name":"App","version":"1.0","build":"1"},
         "exception":{"type":"EXC_BAD_ACCESS"},
@@ -224,7 +212,7 @@ mod store_tests {
                 report.as_bytes(),
                 &ParseLimits::default(),
                 b"k",
-                &NoFiles,
+                &NoDebugFiles,
                 now,
             )
             .unwrap();

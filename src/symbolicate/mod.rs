@@ -36,6 +36,20 @@ pub trait DebugFileSource: Send + Sync {
     fn by_name(&self, name: &str, release: Option<&str>) -> Option<(String, Arc<LoadedSymCache>)>;
 }
 
+/// No debug files at all: symbolication then only sorts frames into images and keeps
+/// the symbols reports carry. For tests, and for reading a report before any upload.
+pub struct NoDebugFiles;
+
+impl DebugFileSource for NoDebugFiles {
+    fn by_debug_id(&self, _: &str, _: Option<&str>) -> Option<Arc<LoadedSymCache>> {
+        None
+    }
+
+    fn by_name(&self, _: &str, _: Option<&str>) -> Option<(String, Arc<LoadedSymCache>)> {
+        None
+    }
+}
+
 /// How far symbolication got for one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -402,17 +416,6 @@ mod tests {
         assert_eq!(index.find(0xfff), None);
     }
 
-    struct NoFiles;
-
-    impl DebugFileSource for NoFiles {
-        fn by_debug_id(&self, _: &str, _: Option<&str>) -> Option<Arc<LoadedSymCache>> {
-            None
-        }
-        fn by_name(&self, _: &str, _: Option<&str>) -> Option<(String, Arc<LoadedSymCache>)> {
-            None
-        }
-    }
-
     #[test]
     fn frames_outside_every_image_get_a_status_not_an_error() {
         use crate::report::{ReportFormat, Thread};
@@ -436,7 +439,7 @@ mod tests {
             ],
             ..Thread::default()
         }];
-        let crash = symbolicate(&report, &NoFiles);
+        let crash = symbolicate(&report, &NoDebugFiles);
         let statuses: Vec<_> = crash.threads[0].frames.iter().map(|f| f.status).collect();
         assert_eq!(
             statuses,

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{corpus, dwarfdump_uuids, fixture, serve, BIN};
+use crate::support::{corpus, dwarfdump_uuids, fixture, listed_pairs, serve, BIN};
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN).args(args).output().unwrap();
@@ -23,20 +23,7 @@ fn list(url: &str, token: &str, query: &str) -> Vec<(String, String)> {
         .into_body()
         .read_to_string()
         .unwrap();
-    let listing: serde_json::Value = serde_json::from_str(&listing).unwrap();
-    let mut listed: Vec<_> = listing["debug_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["debug_id"].as_str().unwrap().to_owned(),
-                f["arch"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    listed.sort();
-    listed
+    listed_pairs(&serde_json::from_str(&listing).unwrap())
 }
 
 #[test]

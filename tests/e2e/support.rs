@@ -156,19 +156,7 @@ impl TestApp {
     pub fn listed(&self) -> Vec<(String, String)> {
         let reply = self.get("/api/v1/dsyms", Some(&self.admin_token));
         assert_eq!(reply.status, 200, "{:?}", reply.body);
-        let mut out: Vec<_> = reply.body["debug_files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                (
-                    f["debug_id"].as_str().unwrap().to_owned(),
-                    f["arch"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect();
-        out.sort();
-        out
+        listed_pairs(&reply.body)
     }
 
     /// Every file under the dsyms dir's `objects/`, to prove a rejected upload left no
@@ -267,6 +255,23 @@ pub fn dwarfdump_uuids(path: &Path) -> Vec<(String, String)> {
         .collect();
     pairs.sort();
     pairs
+}
+
+/// The sorted (debug id, arch) pairs of a `GET /api/v1/dsyms` answer.
+pub fn listed_pairs(listing: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<_> = listing["debug_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["debug_id"].as_str().unwrap().to_owned(),
+                f["arch"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// The real `crashbox` binary.
