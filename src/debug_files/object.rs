@@ -146,9 +146,12 @@ pub fn build_symcache(path: &Path, object_index: usize, dir: &Path) -> Result<Bu
         .map_err(|e| format!("malformed object: {e}"))?
         .ok_or_else(|| format!("object {object_index} vanished"))?;
     let data = object.data();
+    // Where the object's bytes sit in the file: a whole thin file, or one fat slice.
+    let offset = (data.as_ptr() as usize).saturating_sub(view.as_ptr() as usize) as u64;
+    let len = data.len() as u64;
 
     std::thread::scope(|scope| {
-        let original = scope.spawn(|| write_original(data, &dir.join("object")));
+        let original = scope.spawn(|| write_original(path, offset, len, &dir.join("object")));
         let converted = convert(&object, &dir.join("symcache"));
         let (size, sha256) = original
             .join()
@@ -163,16 +166,52 @@ pub fn build_symcache(path: &Path, object_index: usize, dir: &Path) -> Result<Bu
     })
 }
 
-fn write_original(data: &[u8], target: &Path) -> io::Result<(u64, String)> {
+/// Keeps bytes `offset..offset + len` of `source` as `target` and hashes them.
+///
+/// The bytes are read with plain reads rather than through the converter's mapping:
+/// pages read through a mapping count toward the process's RSS, and the converter
+/// never touches much of a dSYM (`__debug_loc`, the `__apple_*` tables), so hashing
+/// through it would add most of the file to the server's peak memory. A whole-file
+/// object is hard-linked rather than copied.
+fn write_original(
+    source: &Path,
+    offset: u64,
+    len: u64,
+    target: &Path,
+) -> io::Result<(u64, String)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut input = File::open(source)?;
+    let whole = offset == 0 && input.metadata()?.len() == len;
+    let mut out = if whole && std::fs::hard_link(source, target).is_ok() {
+        input.sync_all()?;
+        None
+    } else {
+        Some(BufWriter::with_capacity(1 << 20, File::create(target)?))
+    };
+    input.seek(SeekFrom::Start(offset))?;
     let mut hasher = Sha256::new();
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(target)?);
-    for chunk in data.chunks(1 << 20) {
-        hasher.update(chunk);
-        out.write_all(chunk)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = input.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "object shorter than expected",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        if let Some(out) = out.as_mut() {
+            out.write_all(&buf[..n])?;
+        }
+        left -= n as u64;
     }
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    Ok((data.len() as u64, hex::encode(hasher.finalize())))
+    if let Some(out) = out {
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+    }
+    Ok((len, hex::encode(hasher.finalize())))
 }
 
 fn convert(object: &Object<'_>, target: &Path) -> Result<u64, String> {
