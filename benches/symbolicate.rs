@@ -269,27 +269,18 @@ impl Symbolizer {
             .write_all(questions.as_bytes())
             .expect("write to llvm-symbolizer");
         self.stdin.flush().expect("write to llvm-symbolizer");
-        let mut lines = 0;
-        for _ in vmaddrs {
-            loop {
-                self.line.clear();
-                let n = self
-                    .stdout
-                    .read_line(&mut self.line)
-                    .expect("read from llvm-symbolizer");
-                if n == 0 || self.line == "\n" {
-                    break;
-                }
-                lines += 1;
-            }
-        }
-        lines
+        vmaddrs.iter().map(|_| self.read_answer(None)).sum()
     }
 
     /// Symbolicates one address; returns the number of answer lines (2 per frame).
-    fn ask(&mut self, vmaddr: u64, mut keep: Option<&mut Vec<String>>) -> usize {
+    fn ask(&mut self, vmaddr: u64, keep: Option<&mut Vec<String>>) -> usize {
         writeln!(self.stdin, "0x{vmaddr:x}").expect("write to llvm-symbolizer");
         self.stdin.flush().expect("write to llvm-symbolizer");
+        self.read_answer(keep)
+    }
+
+    /// Reads one answer, up to its empty line; returns its line count (2 per frame).
+    fn read_answer(&mut self, mut keep: Option<&mut Vec<String>>) -> usize {
         let mut lines = 0;
         loop {
             self.line.clear();

@@ -208,10 +208,6 @@ impl App {
         self.inner.store.missing_debug_files()
     }
 
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
     fn wake_worker(&self) {
         if let Ok(wake) = self.inner.worker.lock() {
             let _ = wake.send(());
@@ -264,7 +260,7 @@ impl App {
         drop(permit);
         let metrics = self.metrics();
         if let Ok(report) = &result {
-            self.after_debug_files(report);
+            self.after_debug_files(report).await;
         }
         match &result {
             Ok(report) => {
@@ -288,7 +284,7 @@ impl App {
     }
 
     /// New debug files may complete stored crashes: queue them for the worker.
-    fn after_debug_files(&self, report: &IngestReport) {
+    async fn after_debug_files(&self, report: &IngestReport) {
         let mut debug_ids = Vec::new();
         for file in &report.debug_files {
             if file.status == IngestStatus::AlreadyPresent {
@@ -305,7 +301,11 @@ impl App {
         if debug_ids.is_empty() {
             return;
         }
-        match self.inner.store.enqueue_resymbolication(&debug_ids) {
+        let queued = match self.inner.store.enqueue_resymbolication(&debug_ids) {
+            Ok(ticket) => self.inner.store.durable(ticket).await,
+            Err(err) => Err(err),
+        };
+        match queued {
             Ok(()) => self.wake_worker(),
             Err(err) => tracing::error!(error = %err, "cannot queue re-symbolication"),
         }
@@ -339,17 +339,17 @@ impl App {
 /// (mode 0600), made on first start. Losing it only means retried uploads from before
 /// are no longer recognised and device counts restart.
 fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => hex::decode(text.trim())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let secret = crate::util::random_hex(32);
             crate::util::write_atomic(path, secret.as_bytes(), Some(0o600))?;
-            hex::decode(secret)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+            secret
         }
-        Err(err) => Err(err),
-    }
+        Err(err) => return Err(err),
+    };
+    hex::decode(text.trim())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// The background worker: drains the durable re-symbolication queue (at start, so a
@@ -363,31 +363,8 @@ fn spawn_worker(
     let run = move || {
         let mut last_prune: Option<Instant> = None;
         loop {
-            loop {
-                match store.next_resymbolication() {
-                    Ok(Some((key, debug_id))) => {
-                        match intake::resymbolicate(&store, symbols.as_ref(), &debug_id) {
-                            Ok(changed) => {
-                                if changed > 0 {
-                                    tracing::info!(debug_id, changed, "crashes symbolicated again");
-                                }
-                                if let Err(err) = store.dequeue_resymbolication(&key) {
-                                    tracing::error!(error = %err, "cannot dequeue");
-                                    break;
-                                }
-                            }
-                            Err(err) => {
-                                tracing::error!(error = %err, debug_id, "re-symbolication failed");
-                                break;
-                            }
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(err) => {
-                        tracing::error!(error = %err, "cannot read the re-symbolication queue");
-                        break;
-                    }
-                }
+            if let Err(err) = drain_resymbolication_queue(&store, symbols.as_ref()) {
+                tracing::error!(error = %err, "re-symbolication stopped; retried on next wake");
             }
             let hour = Duration::from_secs(3600);
             if retention_days > 0 && last_prune.is_none_or(|at| at.elapsed() >= hour) {
@@ -412,6 +389,22 @@ fn spawn_worker(
     {
         tracing::error!(error = %err, "cannot start the background worker");
     }
+}
+
+/// Re-symbolicates the crashes of every queued debug id, oldest first, dequeuing each
+/// only when done, so a restart resumes where this stopped.
+fn drain_resymbolication_queue(
+    store: &Store,
+    symbols: &StoredDebugFiles,
+) -> Result<(), StoreError> {
+    while let Some((key, debug_id)) = store.next_resymbolication()? {
+        let changed = intake::resymbolicate(store, symbols, &debug_id)?;
+        if changed > 0 {
+            tracing::info!(debug_id, changed, "crashes symbolicated again");
+        }
+        store.dequeue_resymbolication(&key)?;
+    }
+    Ok(())
 }
 
 /// Why a request was refused before it did anything.

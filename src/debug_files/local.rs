@@ -15,13 +15,10 @@ use std::sync::Arc;
 
 use symbolic::debuginfo::{Archive, FileFormat};
 
-use super::object::{inspect_archive, symcache_bytes};
+use super::object::{inspect_archive, symcache_bytes, Rank};
 use super::upload;
 use super::IngestLimits;
 use crate::symbolicate::{DebugFileSource, LoadedSymCache};
-
-/// How good an object is for symbolication: has DWARF, has symbols, bigger.
-type Rank = (bool, bool, u64);
 
 /// Debug files found under some local paths, converted and ready for lookups.
 #[derive(Default)]
@@ -104,7 +101,7 @@ impl LocalDebugFiles {
                 };
                 // As in the store, the richest object of a debug id wins: a dSYM next
                 // to its stripped binary (an .xcarchive has both) must not lose to it.
-                let rank = (info.features.debug_info, info.features.symbols, info.size);
+                let rank = info.rank();
                 let known = self
                     .by_id
                     .get(&info.debug_id)
@@ -128,15 +125,6 @@ impl LocalDebugFiles {
                 }
             }
         }
-    }
-
-    /// How many debug files were loaded.
-    pub fn len(&self) -> usize {
-        self.by_id.values().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
     }
 }
 

@@ -469,14 +469,13 @@ fn keep_richest(
     source_index: usize,
     info: ObjectInfo,
 ) {
-    let rank = |i: &ObjectInfo| (i.features.debug_info, i.features.symbols, i.size);
     match best
         .iter_mut()
         .find(|(_, b)| b.debug_id == info.debug_id && b.arch == info.arch)
     {
         None => best.push((source_index, info)),
         Some(slot) => {
-            let (loser_index, winner_path) = if rank(&info) > rank(&slot.1) {
+            let (loser_index, winner_path) = if info.rank() > slot.1.rank() {
                 let loser = slot.0;
                 *slot = (source_index, info);
                 (loser, sources[source_index].path.clone())

@@ -28,6 +28,16 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// How good an object is for symbolication, for choosing between two objects of one
+/// debug id and arch: DWARF beats a symbol table beats nothing, then the bigger wins.
+pub type Rank = (bool, bool, u64);
+
+impl ObjectInfo {
+    pub fn rank(&self) -> Rank {
+        (self.features.debug_info, self.features.symbols, self.size)
+    }
+}
+
 /// Every object in one file, plus what was passed over in it.
 #[derive(Debug, Default)]
 pub struct Inspected {
@@ -138,13 +148,29 @@ fn kind_of(object: &Object<'_>, features: Features) -> DebugFileKind {
 /// Writes object `object_index` of the file at `path` into `dir` as `object` (its own
 /// bytes, one slice of a fat file) and `symcache`. Hashing and copying the original run
 /// beside the conversion, on a second thread.
-pub fn build_symcache(path: &Path, object_index: usize, dir: &Path) -> Result<Built, String> {
+/// Maps the file at `path` and hands `f` the file's bytes and its object
+/// `object_index`.
+fn with_object<T>(
+    path: &Path,
+    object_index: usize,
+    f: impl FnOnce(&[u8], &Object<'_>) -> Result<T, String>,
+) -> Result<T, String> {
     let view = map(path).map_err(|e| format!("cannot read file: {e}"))?;
     let archive = Archive::parse(&view).map_err(|e| format!("malformed object file: {e}"))?;
     let object = archive
         .object_by_index(object_index)
         .map_err(|e| format!("malformed object: {e}"))?
         .ok_or_else(|| format!("object {object_index} vanished"))?;
+    f(&view, &object)
+}
+
+pub fn build_symcache(path: &Path, object_index: usize, dir: &Path) -> Result<Built, String> {
+    with_object(path, object_index, |view, object| {
+        build_in(path, view, object, dir)
+    })
+}
+
+fn build_in(path: &Path, view: &[u8], object: &Object<'_>, dir: &Path) -> Result<Built, String> {
     let data = object.data();
     // Where the object's bytes sit in the file: a whole thin file, or one fat slice.
     let offset = (data.as_ptr() as usize).saturating_sub(view.as_ptr() as usize) as u64;
@@ -152,7 +178,7 @@ pub fn build_symcache(path: &Path, object_index: usize, dir: &Path) -> Result<Bu
 
     std::thread::scope(|scope| {
         let original = scope.spawn(|| write_original(path, offset, len, &dir.join("object")));
-        let converted = convert(&object, &dir.join("symcache"));
+        let converted = convert(object, &dir.join("symcache"));
         let (size, sha256) = original
             .join()
             .map_err(|_| "writing the original panicked".to_owned())?
@@ -240,13 +266,9 @@ fn convert_into(object: &Object<'_>, out: &mut impl Write) -> Result<(), String>
 /// Builds the SymCache of object `object_index` of the file at `path` in memory, for
 /// the offline CLI, which keeps nothing on disk.
 pub fn symcache_bytes(path: &Path, object_index: usize) -> Result<Vec<u8>, String> {
-    let view = map(path).map_err(|e| format!("cannot read file: {e}"))?;
-    let archive = Archive::parse(&view).map_err(|e| format!("malformed object file: {e}"))?;
-    let object = archive
-        .object_by_index(object_index)
-        .map_err(|e| format!("malformed object: {e}"))?
-        .ok_or_else(|| format!("object {object_index} vanished"))?;
-    let mut out = Vec::new();
-    convert_into(&object, &mut out)?;
-    Ok(out)
+    with_object(path, object_index, |_, object| {
+        let mut out = Vec::new();
+        convert_into(object, &mut out)?;
+        Ok(out)
+    })
 }

@@ -1,11 +1,13 @@
-//! Spooling request bodies to disk. An upload can be a gigabyte, so it is never held in
-//! memory: chunks go straight to a file under the dsyms dir's `tmp/`, and the size limit
-//! is enforced as they arrive (and up front, when `Content-Length` is honest about it).
+//! Request bodies. A debug-file upload can be a gigabyte, so it is never held in memory:
+//! chunks go straight to a file under the dsyms dir's `tmp/`, and the size limit is
+//! enforced as they arrive (and up front, when `Content-Length` is honest about it).
+//! Crash reports are small and bounded, and are read into memory under the same checks.
 
 use std::path::{Path, PathBuf};
 
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Request};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWriteExt, BufWriter};
 
@@ -21,18 +23,29 @@ pub struct Spooled {
     pub release: Option<String>,
 }
 
-/// Writes the body of `request` (raw or multipart field `file`) to `target`.
-pub async fn spool(request: Request, target: &Path, limit: u64) -> Result<Spooled, ApiError> {
-    if let Some(length) = request
-        .headers()
+/// Refuses a body whose `Content-Length` is over `limit` before reading any of it.
+fn check_declared_length(headers: &HeaderMap, limit: u64) -> Result<(), ApiError> {
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if length > limit {
-            return Err(ApiError::body_too_large(limit));
-        }
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit => Err(ApiError::body_too_large(limit)),
+        _ => Ok(()),
     }
+}
+
+/// Reads a small body (a crash report) into memory, at most `limit` bytes.
+pub async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    check_declared_length(headers, limit)?;
+    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|_| ApiError::body_too_large(limit))
+}
+
+/// Writes the body of `request` (raw or multipart field `file`) to `target`.
+pub async fn spool(request: Request, target: &Path, limit: u64) -> Result<Spooled, ApiError> {
+    check_declared_length(request.headers(), limit)?;
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)

@@ -8,10 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{authorize, ApiError};
+use super::{authorize, body, ApiError};
 use crate::app::App;
 use crate::auth::Scope;
 use crate::render::{apple_text, crash_json, CrashIds};
+use crate::store::CrashRecord;
+use crate::symbolicate::SymbolicatedCrash;
 
 /// `POST /api/v1/crashes`: a raw report in any accepted format. 201 when at least one
 /// crash is new, 200 when every crash in it was stored before (a retried upload).
@@ -21,24 +23,18 @@ pub async fn ingest(
     body: Body,
 ) -> Result<Response, ApiError> {
     authorize(&app, &headers, Scope::Ingest)?;
-    let limit = app.config().max_crash_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(ApiError::body_too_large(limit));
-    }
-    let bytes = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .await
-        .map_err(|_| ApiError::body_too_large(limit))?;
+    let bytes = body::read_limited(&headers, body, app.config().max_crash_bytes).await?;
     let inserted = app.ingest_crash(bytes).await?;
     let created = inserted.iter().any(|c| c.created);
     let crashes: Vec<_> = inserted
         .iter()
         .map(|c| json!({"id": c.id, "group_id": c.group_id, "signature": c.signature, "created": c.created}))
         .collect();
-    let first = &inserted[0];
+    let Some(first) = inserted.first() else {
+        return Err(ApiError::internal(
+            "intake stored no crash and reported no error",
+        ));
+    };
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -59,11 +55,7 @@ pub async fn get(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&app, &headers, Scope::Read)?;
-    let (record, crash) = app
-        .crash(id.clone())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no crash {id}")))?;
+    let (record, crash) = readable_crash(&app, &headers, id).await?;
     let ids = CrashIds {
         id: Some(record.id.clone()),
         group_id: Some(record.group_id.clone()),
@@ -82,11 +74,7 @@ pub async fn get_apple(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&app, &headers, Scope::Read)?;
-    let (record, crash) = app
-        .crash(id.clone())
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no crash {id}")))?;
+    let (record, crash) = readable_crash(&app, &headers, id).await?;
     let text = apple_text(&record.report, &crash);
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
@@ -103,4 +91,16 @@ pub async fn delete(
     } else {
         Err(ApiError::not_found(format!("no crash {id}")))
     }
+}
+
+/// A stored crash symbolicated for reading, or 404; needs scope `read`.
+async fn readable_crash(
+    app: &App,
+    headers: &HeaderMap,
+    id: String,
+) -> Result<(CrashRecord, SymbolicatedCrash), ApiError> {
+    authorize(app, headers, Scope::Read)?;
+    app.crash(id.clone())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no crash {id}")))
 }

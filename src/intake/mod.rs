@@ -85,8 +85,7 @@ pub fn group_id(signature: &str) -> String {
 /// A new crash id: milliseconds since the epoch then random bits, in fixed-width hex,
 /// so ids sort by arrival time.
 pub fn new_crash_id(now: time::OffsetDateTime) -> String {
-    let millis = (now.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
-    format!("{millis:012x}{:08x}", rand::random::<u32>())
+    format!("{}{:08x}", crash_id_at(now), rand::random::<u32>())
 }
 
 /// The id prefix of crashes received at `when`; ids below it are older.
@@ -108,14 +107,16 @@ pub fn prepare(
     let received_at = now
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let content = hex::encode(Sha256::digest(bytes));
+    // Only reports without an incident id need the content hash; most have one.
+    let content = std::cell::OnceCell::new();
     let mut records = Vec::with_capacity(reports.len());
     for (index, mut report) in reports.into_iter().enumerate() {
         let scrubbed = scrub(&mut report, secret);
         // The incident id names a report across retries; without one, the bytes do.
-        let identity = scrubbed
-            .incident_hash
-            .unwrap_or_else(|| keyed_hash(secret, "content", &format!("{content}/{index}")));
+        let identity = scrubbed.incident_hash.unwrap_or_else(|| {
+            let content = content.get_or_init(|| hex::encode(Sha256::digest(bytes)));
+            keyed_hash(secret, "content", &format!("{content}/{index}"))
+        });
         let analysis = analyze(&report, source);
         records.push(CrashRecord {
             id: new_crash_id(now),
@@ -220,9 +221,12 @@ mod store_tests {
                 .into_iter()
                 .map(|r| EncodedCrash::new(r).unwrap())
                 .collect();
-            let (inserted, ticket) = runtime.block_on(store.insert_crashes(encoded)).unwrap();
+            let inserted = runtime.block_on(async {
+                let (inserted, ticket) = store.insert_crashes(encoded).await.unwrap();
+                store.durable(ticket).await.unwrap();
+                inserted
+            });
             assert!(inserted[0].created);
-            store.durable_blocking(ticket).unwrap();
         }
         (dir, store)
     }
@@ -245,8 +249,14 @@ mod store_tests {
     #[test]
     fn the_resymbolication_queue_survives_a_restart() {
         let (dir, store) = store_with(&[0]);
-        store
+        let ticket = store
             .enqueue_resymbolication(&["54039061-a983-3323-a49d-837a894d667f".into()])
+            .unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(store.durable(ticket))
             .unwrap();
         drop(store);
         // The flusher and writer threads let go of the database when the store drops.

@@ -153,7 +153,7 @@ fn write_frames(out: &mut String, frames: &[Frame]) {
                     },
                 }
             }
-            FrameStatus::OsSymbol => frame.function.clone().unwrap_or_default(),
+            FrameStatus::OsSymbol => frame.function.as_deref().unwrap_or_default().to_owned(),
             _ => match frame.relative_addr {
                 Some(rel) => format!("0x{:x} + {rel}", frame.instruction_addr - rel),
                 None => format!("0x{:x}", frame.instruction_addr),

@@ -28,11 +28,11 @@ fn put(map: &mut Map<String, Value>, key: &str, value: impl Into<Value>) {
 fn frame_json(frame: &Frame) -> Value {
     let mut map = Map::new();
     put(&mut map, "instruction_addr", hex(frame.instruction_addr));
-    put(&mut map, "image", frame.image.clone());
+    put(&mut map, "image", frame.image.as_deref());
     map.insert("debug_id".into(), json!(frame.debug_id));
     put(&mut map, "status", json!(frame.status));
-    put(&mut map, "function", frame.function.clone());
-    put(&mut map, "file", frame.file.clone());
+    put(&mut map, "function", frame.function.as_deref());
+    put(&mut map, "file", frame.file.as_deref());
     put(&mut map, "line", frame.line);
     put(&mut map, "relative_addr", frame.relative_addr.map(hex));
     if let (Some(start), Some(rel)) = (frame.function_addr, frame.relative_addr) {

@@ -35,7 +35,7 @@ pub fn signature(report: &CrashReport, crash: &SymbolicatedCrash) -> String {
         .iter()
         .filter(|f| f.in_app)
         .filter_map(|f| match (&f.function, &f.image, f.relative_addr) {
-            (Some(function), _, _) => Some(function.clone()),
+            (Some(function), _, _) => Some(function.to_string()),
             (None, Some(image), Some(rel)) => Some(format!("{image}+0x{rel:x}")),
             _ => None,
         })
@@ -44,7 +44,7 @@ pub fn signature(report: &CrashReport, crash: &SymbolicatedCrash) -> String {
     let names: Vec<String> = if in_app.is_empty() {
         frames
             .iter()
-            .filter_map(|f| f.function.clone())
+            .filter_map(|f| f.function.as_deref().map(str::to_owned))
             .take(3)
             .collect()
     } else {

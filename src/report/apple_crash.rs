@@ -31,25 +31,11 @@ const MAX_LINE: usize = 8 * 1024;
 
 pub fn parse(text: &str, limits: &ParseLimits) -> Result<CrashReport, ParseError> {
     // An older `.ips`: a JSON header line, then the text report.
-    let (header, body) = match text.starts_with('{') {
-        true => match ips::split_header(text) {
-            Some((header, body)) => (
-                Some(super::json::parse_value(
-                    header,
-                    FORMAT,
-                    limits.max_json_depth,
-                )?),
-                body,
-            ),
-            None => {
-                return Err(ParseError::new(
-                    Some(FORMAT),
-                    ParseErrorKind::Syntax,
-                    "the first line starts a JSON header that does not parse",
-                ))
-            }
-        },
-        false => (None, text),
+    let (header, body) = if text.starts_with('{') {
+        let (header, body) = ips::split_header(text, FORMAT, limits)?;
+        (Some(header), body)
+    } else {
+        (None, text)
     };
     let scan = Scan::of(body);
     if scan.fields.is_empty() && scan.binary_images == 0 {

@@ -16,29 +16,27 @@ use super::{
 
 const FORMAT: ReportFormat = ReportFormat::Ips;
 
-/// Splits an `.ips` into its header line and body. The header is one JSON object on the
-/// first line; some tools pretty-print it, so a header that does not parse alone is
-/// searched for the end of its object.
-pub fn split_header(text: &str) -> Option<(&str, &str)> {
+/// Splits an `.ips` into its parsed header (a JSON object on the first line) and the
+/// body text after it. `format` names the parser asking, for its errors.
+pub fn split_header<'a>(
+    text: &'a str,
+    format: ReportFormat,
+    limits: &ParseLimits,
+) -> Result<(Value, &'a str), ParseError> {
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
-    if serde_json::from_str::<Value>(first).is_ok() {
-        return Some((first, rest));
+    let header = parse_value(first, format, limits.max_json_depth)?;
+    if !header.is_object() {
+        return Err(ParseError::new(
+            Some(format),
+            ParseErrorKind::Invalid,
+            "the header line is not a JSON object",
+        ));
     }
-    None
+    Ok((header, rest))
 }
 
 pub fn parse(text: &str, limits: &ParseLimits) -> Result<CrashReport, ParseError> {
-    let (header_text, body_text) = split_header(text).ok_or_else(|| {
-        ParseError::new(
-            Some(FORMAT),
-            ParseErrorKind::Syntax,
-            "the first line is not a JSON header",
-        )
-    })?;
-    let header = parse_value(header_text, FORMAT, limits.max_json_depth)?;
-    if !header.is_object() {
-        return Err(invalid("the header is not a JSON object"));
-    }
+    let (header, body_text) = split_header(text, FORMAT, limits)?;
     let body = parse_value(body_text, FORMAT, limits.max_json_depth)?;
     if !body.is_object() {
         return Err(invalid("the body is not a JSON object"));

@@ -480,6 +480,11 @@ mod corpus_tests {
             assert_eq!(report.os.version.as_deref(), Some("10.2"));
             assert_eq!(report.device_model.as_deref(), Some("iPhone9,4"));
         }
+        // Sentry writes the outermost frame first; the model starts at the crash site.
+        let report = one("sentry-events/crashprobe_call_abort.json");
+        let crashed = &report.threads[report.crashed_thread.unwrap()];
+        assert_eq!(crashed.frames[0].symbol.as_deref(), Some("__pthread_kill"));
+        assert_eq!(crashed.frames[0].instruction_addr, 0x80643014);
         let report = one("sentry-events/crashprobe_dereference_a_null_pointer.json");
         assert_eq!(report.exception.kind.as_deref(), Some("EXC_BAD_ACCESS"));
         assert_eq!(report.exception.signal.as_deref(), Some("SIGBUS"));

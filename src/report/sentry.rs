@@ -98,12 +98,12 @@ pub fn parse(text_in: &str, limits: &ParseLimits) -> Result<CrashReport, ParseEr
     }
     let exception_thread = exception.and_then(|e| e.get("thread_id")).and_then(address);
 
-    let threads = match event.get("threads") {
-        Some(Value::Object(obj)) => obj.get("values").and_then(Value::as_array).cloned(),
-        Some(Value::Array(items)) => Some(items.clone()),
-        _ => None,
-    }
-    .unwrap_or_default();
+    // `{"values": [...]}`, or a bare array from older SDKs.
+    let threads: &[Value] = match event.get("threads") {
+        Some(Value::Array(items)) => items,
+        Some(threads) => array(threads, "values"),
+        None => &[],
+    };
     for (position, raw) in threads.iter().enumerate() {
         let id = raw.get("id").or_else(|| raw.get("uuid")).and_then(address);
         let crashed = raw.get("crashed").and_then(Value::as_bool) == Some(true)

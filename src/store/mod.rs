@@ -53,6 +53,9 @@ pub enum StoreError {
     /// The disk did not confirm a write in time; the caller must not report success.
     #[error("store: the write was not flushed to disk within {0:?}")]
     NotDurable(Duration),
+    /// The crash writer thread failed a batch or is gone.
+    #[error("store: crash writer: {0}")]
+    Writer(String),
 }
 
 /// A write waiting to be flushed; see [`Store::durable`].
@@ -124,7 +127,6 @@ fn run_flusher(db: sled::Db, shared: Arc<FlushShared>) {
     }
 }
 
-/// Handle to the embedded store. Cheap to clone; all clones share one database.
 /// One upload's crashes on their way to the writer thread.
 struct InsertJob {
     crashes: Vec<EncodedCrash>,
@@ -154,18 +156,16 @@ fn run_writer(crashes: Arc<crashes::Crashes>, jobs: std::sync::mpsc::Receiver<In
                 }
             }
             Err(err) => {
-                let message = err.to_string();
+                let message = format!("batch write failed: {err}");
                 for reply in replies {
-                    let _ = reply.send(Err(StoreError::Corrupt {
-                        key: "crashes".into(),
-                        problem: format!("batch write failed: {message}"),
-                    }));
+                    let _ = reply.send(Err(StoreError::Writer(message.clone())));
                 }
             }
         }
     }
 }
 
+/// Handle to the embedded store. Cheap to clone; all clones share one database.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -234,7 +234,7 @@ impl Store {
     }
 
     /// A ticket for everything written so far; pass it to [`Store::durable`].
-    pub fn ticket(&self) -> Ticket {
+    fn ticket(&self) -> Ticket {
         let mut state = self
             .flush
             .requested
@@ -258,19 +258,6 @@ impl Store {
         }
     }
 
-    /// [`Store::durable`] for blocking code.
-    pub fn durable_blocking(&self, ticket: Ticket) -> Result<(), StoreError> {
-        let mut flushed = self.flush.flushed.subscribe();
-        let deadline = std::time::Instant::now() + DURABLE_TIMEOUT;
-        while *flushed.borrow_and_update() < ticket.0 {
-            if std::time::Instant::now() > deadline {
-                return Err(StoreError::NotDurable(DURABLE_TIMEOUT));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        Ok(())
-    }
-
     /// Stores one upload's crashes, skipping any whose identity is already stored.
     /// Durable once the returned ticket is. Uploads arriving together share one batch.
     pub async fn insert_crashes(
@@ -278,10 +265,7 @@ impl Store {
         crashes: Vec<EncodedCrash>,
     ) -> Result<(Vec<Inserted>, Ticket), StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let gone = || StoreError::Corrupt {
-            key: "crashes".into(),
-            problem: "the writer thread is gone".into(),
-        };
+        let gone = || StoreError::Writer("the writer thread is gone".into());
         self.writer
             .send(InsertJob { crashes, reply })
             .map_err(|_| gone())?;
@@ -336,11 +320,11 @@ impl Store {
         self.crashes.groups()
     }
 
-    /// Queues debug ids whose crashes must be symbolicated again, durably.
-    pub fn enqueue_resymbolication(&self, debug_ids: &[String]) -> Result<(), StoreError> {
+    /// Queues debug ids whose crashes must be symbolicated again. Durable once the
+    /// returned ticket is.
+    pub fn enqueue_resymbolication(&self, debug_ids: &[String]) -> Result<Ticket, StoreError> {
         self.crashes.enqueue(&self.db, debug_ids)?;
-        self.db.flush()?;
-        Ok(())
+        Ok(self.ticket())
     }
 
     /// The oldest queued debug id, with the key to [`Store::dequeue_resymbolication`].

@@ -67,17 +67,21 @@ pub enum FrameStatus {
 }
 
 /// One symbolicated frame. An inlined call is a frame of its own.
+///
+/// Names are shared strings: a function's demangled name comes from its debug file's
+/// demangle table, and image and debug id from the image, so a frame (and each inline
+/// level of it) copies pointers rather than text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     pub instruction_addr: u64,
     /// Address relative to the image's load address, when the image is known.
     pub relative_addr: Option<u64>,
-    pub image: Option<String>,
-    pub debug_id: Option<String>,
+    pub image: Option<Arc<str>>,
+    pub debug_id: Option<Arc<str>>,
     pub status: FrameStatus,
     /// Demangled function name.
-    pub function: Option<String>,
-    pub file: Option<String>,
+    pub function: Option<Arc<str>>,
+    pub file: Option<Arc<str>>,
     pub line: Option<u32>,
     /// The function's start, relative to the image, to print `symbol + offset`.
     pub function_addr: Option<u64>,
@@ -139,6 +143,9 @@ impl SymbolicatedCrash {
 /// Per-image state during one symbolication.
 struct ImageSlot {
     status: ImageStatus,
+    /// `status.name` and `status.debug_id`, shared by all of the image's frames.
+    name: Arc<str>,
+    debug_id: Option<Arc<str>>,
     symcache: Option<Arc<LoadedSymCache>>,
     resolved: bool,
 }
@@ -161,6 +168,8 @@ pub fn symbolicate(report: &CrashReport, source: &dyn DebugFileSource) -> Symbol
                 referenced: false,
                 debug_file_found: false,
             },
+            name: Arc::from(image.name.as_str()),
+            debug_id: image.debug_id.as_deref().map(Arc::from),
             symcache: None,
             resolved: false,
         })
@@ -232,10 +241,10 @@ fn symbolicate_frame(
     let mut frame = Frame {
         instruction_addr: addr,
         relative_addr: None,
-        image: raw.image_name.clone(),
+        image: raw.image_name.as_deref().map(Arc::from),
         debug_id: None,
         status: FrameStatus::UnknownImage,
-        function: raw.symbol.clone(),
+        function: raw.symbol.as_deref().map(Arc::from),
         file: None,
         line: None,
         function_addr: None,
@@ -259,7 +268,7 @@ fn symbolicate_frame(
     let slot = &mut slots[slot_index];
     let relative = addr - slot.status.load_address;
     frame.relative_addr = Some(relative);
-    frame.image = Some(slot.status.name.clone());
+    frame.image = Some(slot.name.clone());
     frame.in_app = slot.status.in_app;
     slot.status.referenced = true;
     if !slot.resolved {
@@ -269,13 +278,14 @@ fn symbolicate_frame(
             None => source
                 .by_name(&slot.status.name, release)
                 .map(|(id, cache)| {
+                    slot.debug_id = Some(Arc::from(id.as_str()));
                     slot.status.debug_id = Some(id);
                     cache
                 }),
         };
         slot.status.debug_file_found = slot.symcache.is_some();
     }
-    frame.debug_id = slot.status.debug_id.clone();
+    frame.debug_id = slot.debug_id.clone();
     let Some(symcache) = slot.symcache.clone() else {
         frame.status = if raw.symbol.is_some() {
             FrameStatus::OsSymbol
@@ -297,8 +307,8 @@ fn symbolicate_frame(
         let name = symcache.demangle(function.name(), function.language());
         let line = location.line();
         out.push(Frame {
-            function: Some(name.to_string()),
-            file: location.file().map(|f| f.full_path()),
+            function: Some(name),
+            file: location.file().map(|f| Arc::from(f.full_path())),
             line: (line != 0).then_some(line),
             function_addr: (function.entry_pc() != u32::MAX)
                 .then_some(u64::from(function.entry_pc())),

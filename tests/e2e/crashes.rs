@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{corpus, fixture, serve, spawn_app, spawn_app_with, zip_dir, TestApp};
+use crate::support::{
+    admin_token, agent, corpus, fixture, serve, spawn_app, spawn_app_with, zip_dir, TestApp,
+};
 
 fn post_crash(app: &TestApp, body: &[u8]) -> crate::support::Reply {
     app.post("/api/v1/crashes", Some(&app.admin_token.clone()), body)
@@ -291,10 +293,7 @@ fn deleting_a_crash_removes_it_and_its_counts() {
     let read = app.token(crashbox::auth::Scope::Read);
     let path = format!("/api/v1/crashes/{id}");
     let delete = |token: &str| {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .new_agent()
+        agent()
             .delete(format!("{}{path}", app.url))
             .header("Authorization", &format!("Bearer {token}"))
             .call()
@@ -319,14 +318,8 @@ fn deleting_a_crash_removes_it_and_its_counts() {
 fn a_2xx_crash_survives_kill_9() {
     let root = tempfile::tempdir().unwrap();
     let mut server = serve(root.path());
-    let token = std::fs::read_to_string(root.path().join("data/admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let token = admin_token(&root.path().join("data"));
+    let agent = agent();
     let mut ids = Vec::new();
     for name in ["fixture_v1.ips", "fixture_v2.ips"] {
         let body = std::fs::read(fixture(&format!("out/reports/{name}"))).unwrap();

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{corpus, fixture, serve};
+use crate::support::{admin_token, agent, corpus, fixture, serve};
 
 const CRASH_REPORTER_KEY: &str = "feedc0de00112233445566778899aabbccddeeff";
 const INCIDENT: &str = "7E1D1E55-1DE5-4B1D-B1D5-C0FFEE000001";
@@ -148,14 +148,8 @@ fn contains(haystack: &str, needle: &str) -> bool {
 fn planted_identifiers_never_reach_api_logs_or_disk() {
     let root = tempfile::tempdir().unwrap();
     let server = serve(root.path());
-    let token = std::fs::read_to_string(root.path().join("data/admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let token = admin_token(&root.path().join("data"));
+    let agent = agent();
     let call = |method: &str, path: &str, body: Option<&[u8]>| -> (u16, String) {
         let url = format!("{}{path}", server.url);
         let auth = format!("Bearer {token}");

@@ -90,15 +90,8 @@ pub fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
             .unwrap();
         });
     });
-    let admin_token = std::fs::read_to_string(config.data_dir.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into();
+    let admin_token = admin_token(&config.data_dir);
+    let agent = agent();
     TestApp {
         url: format!("http://{addr}"),
         admin_token,
@@ -255,6 +248,23 @@ pub fn dwarfdump_uuids(path: &Path) -> Vec<(String, String)> {
         .collect();
     pairs.sort();
     pairs
+}
+
+/// The admin token `serve` made on first start in `data_dir`.
+pub fn admin_token(data_dir: &Path) -> String {
+    std::fs::read_to_string(data_dir.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// An HTTP client that hands back 4xx/5xx answers instead of failing on them.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
 }
 
 /// The sorted (debug id, arch) pairs of a `GET /api/v1/dsyms` answer.

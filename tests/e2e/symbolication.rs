@@ -132,8 +132,8 @@ fn check_against_llvm(
             let got: Vec<Location> = chain
                 .iter()
                 .map(|f| Location {
-                    function: f.function.clone().unwrap(),
-                    file: f.file.clone(),
+                    function: f.function.as_deref().unwrap().to_owned(),
+                    file: f.file.as_deref().map(str::to_owned),
                     line: f.line,
                 })
                 .collect();
@@ -169,7 +169,7 @@ fn crashed_functions(crash: &SymbolicatedCrash) -> Vec<String> {
         .unwrap()
         .frames
         .iter()
-        .map(|f| f.function.clone().unwrap_or_default())
+        .map(|f| f.function.as_deref().unwrap_or_default().to_owned())
         .collect()
 }
 
@@ -191,7 +191,7 @@ fn crashprobe_events_match_llvm_symbolizer() {
                 let has_dsym = crash
                     .images
                     .iter()
-                    .any(|i| i.debug_file_found && Some(&i.name) == frame.image.as_ref());
+                    .any(|i| i.debug_file_found && Some(i.name.as_str()) == frame.image.as_deref());
                 if has_dsym {
                     assert_eq!(frame.status, FrameStatus::Symbolicated, "{name}: {frame:?}");
                 }
