@@ -47,6 +47,15 @@ fn main() {
         frames += records[0].report.threads[0].frames.len();
     }
     let prepare = started.elapsed().as_secs_f64() / n as f64;
+    // What the store's record encoding (JSON + compression) adds per crash.
+    let records = crashbox::intake::prepare(&reports[0], &limits, &secret, &files, now).unwrap();
+    let started = Instant::now();
+    let mut encoded_bytes = 0;
+    for _ in 0..n {
+        let encoded = crashbox::store::EncodedCrash::new(records[0].clone()).unwrap();
+        encoded_bytes = encoded.len();
+    }
+    let encode = started.elapsed().as_secs_f64() / n as f64;
     println!("reports: {n}, frames in crashed thread: {}", frames / n);
     println!(
         "parse only:                         {:.1} µs/report",
@@ -55,5 +64,9 @@ fn main() {
     println!(
         "parse+scrub+symbolicate+signature:  {:.1} µs/report",
         prepare * 1e6
+    );
+    println!(
+        "record encoding (store, not above): {:.1} µs/report, {encoded_bytes} bytes stored",
+        encode * 1e6
     );
 }

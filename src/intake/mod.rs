@@ -82,18 +82,6 @@ pub fn group_id(signature: &str) -> String {
     hex::encode(&Sha256::digest(signature.as_bytes())[..8])
 }
 
-/// A new crash id: milliseconds since the epoch then random bits, in fixed-width hex,
-/// so ids sort by arrival time.
-pub fn new_crash_id(now: time::OffsetDateTime) -> String {
-    format!("{}{:08x}", crash_id_at(now), rand::random::<u32>())
-}
-
-/// The id prefix of crashes received at `when`; ids below it are older.
-pub fn crash_id_at(when: time::OffsetDateTime) -> String {
-    let millis = (when.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
-    format!("{millis:012x}")
-}
-
 /// Parses, scrubs and symbolicates one upload into the records to store (several for
 /// a MetricKit payload).
 pub fn prepare(
@@ -119,7 +107,8 @@ pub fn prepare(
         });
         let analysis = analyze(&report, source);
         records.push(CrashRecord {
-            id: new_crash_id(now),
+            // The store names a crash by where it puts it.
+            id: String::new(),
             received_at: received_at.clone(),
             identity,
             device_hash: scrubbed.device_hash,
@@ -160,27 +149,7 @@ pub fn resymbolicate(
 
 /// Deletes crashes received before `cutoff`. Returns how many.
 pub fn prune(store: &Store, cutoff: time::OffsetDateTime) -> Result<usize, StoreError> {
-    let mut pruned = 0;
-    for id in store.crashes_before(&crash_id_at(cutoff))? {
-        pruned += usize::from(store.delete_crash(&id)?.0);
-    }
-    Ok(pruned)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crash_ids_sort_by_time() {
-        let early = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        let late = early + time::Duration::milliseconds(1);
-        let (a, b) = (new_crash_id(early), new_crash_id(late));
-        assert!(a < b);
-        assert_eq!(a.len(), 20);
-        assert!(b.as_str() >= crash_id_at(late).as_str());
-        assert!(a.as_str() < crash_id_at(late).as_str());
-    }
+    store.prune_crashes_before(cutoff)
 }
 
 #[cfg(test)]

@@ -3,21 +3,39 @@
 //! Everything about crashes lives in the `crashes` tree under key prefixes, so that
 //! one crash's record, its index entries and every counter it moves are written in one
 //! atomic `sled::Batch`: a kill at any moment leaves the counters matching the crashes.
-//! Read-modify-write of counters happens under one writer lock; reads take no lock.
+//! Read-modify-write happens under one writer lock; reads take no lock.
 //!
-//! Keys (ids are fixed-width hex, so key order is time order for crashes):
-//! - `c/{crash_id}` → [`CrashRecord`], JSON deflated
-//! - `i/{identity}` → crash id (a keyed hash of the incident id, or of the content)
+//! sled keeps metadata in memory for every page it has ever written, so a key per crash
+//! makes the server's RSS grow with the number of stored crashes (about 100 bytes per
+//! crash with one record key and four index keys; a random key such as an identity
+//! hash costs the most). Keys here therefore hold many crashes each: crashes received
+//! close together share a **block**, the identity index has a fixed number of
+//! buckets, and index entries name a block and list slots in it. The number of keys
+//! then grows with blocks (one per minute at low rates, one per 64 crashes under
+//! load), not with crashes.
+//!
+//! A crash id is its location: `{block:016x}{slot:04x}`. A block id is the receive time
+//! in milliseconds shifted left 16 bits, plus a sequence number, so ids and block keys
+//! sort by arrival time and retention drops whole blocks.
+//!
+//! Keys:
+//! - `c/{block:016x}` → crash block: [`BLOCK_MAGIC`] then `[slot u16][len u32][record]`
+//!   per crash, slots ascending; each record is [`RECORD_MAGIC`] then deflated JSON
+//! - `i/{bucket:04x}` → identity entries, sorted: 16 bytes of the identity's digest,
+//!   the block (u64) and the slot (u16), all big-endian
 //! - `g/{group_id}` → [`Group`]
-//! - `gc/{group_id}/{crash_id}`, `r/{release}\0{crash_id}` → `()`
+//! - `gc/{group_id}/{block}`, `r/{release}\0{block}`, `mc/{debug_id}/{block}` → the
+//!   slots (u16 BE each) of that block's crashes in the group, release or needing the
+//!   debug id
 //! - `gd/{group_id}/{device_hash}` → crashes of that device in that group (u64 BE)
-//! - `m/{debug_id}` → [`MissingDebugFile`]; `mc/{debug_id}/{crash_id}` → `()`
+//! - `m/{debug_id}` → [`MissingDebugFile`]
 //! - `q/{seq u64 BE}` → a debug id whose crashes must be symbolicated again
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::StoreError;
 use crate::report::CrashReport;
@@ -34,6 +52,8 @@ pub struct NeededDebugFile {
 /// again) and what its last symbolication decided.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrashRecord {
+    /// Where the crash is stored; the store assigns it and fills it in on reads.
+    #[serde(skip)]
     pub id: String,
     /// RFC 3339, when crashbox received it.
     pub received_at: String,
@@ -86,15 +106,58 @@ pub struct Inserted {
     pub created: bool,
 }
 
-pub(super) struct Crashes {
-    tree: sled::Tree,
-    writer: std::sync::Mutex<()>,
+/// A block takes crashes received within this long after its first one...
+const BLOCK_SPAN_MS: u64 = 60_000;
+/// ...up to this many...
+const BLOCK_MAX_CRASHES: usize = 64;
+/// ...and this many bytes of records; a larger record gets a block of its own. A block
+/// is rewritten whole each time a batch adds to it, and under load sled held on to the
+/// replaced versions of 64 KiB blocks long enough to add 70 MiB to the server's RSS for
+/// a few minutes; at 16 KiB, under load a batch fills new blocks and rarely rewrites.
+const BLOCK_MAX_BYTES: usize = 16 << 10;
+
+/// Where a crash is stored: a block and a slot in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Location {
+    block: u64,
+    slot: u16,
 }
+
+impl Location {
+    fn id(self) -> String {
+        format!("{:016x}{:04x}", self.block, self.slot)
+    }
+
+    /// The location an id names; `None` for anything that is not a crash id.
+    fn parse(id: &str) -> Option<Self> {
+        if id.len() != 20 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(Location {
+            block: u64::from_str_radix(&id[..16], 16).ok()?,
+            slot: u16::from_str_radix(&id[16..], 16).ok()?,
+        })
+    }
+}
+
+/// The first block id of a millisecond: block ids sort by receive time.
+fn block_at(millis: u64) -> u64 {
+    millis << 16
+}
+
+fn block_key(block: u64) -> String {
+    format!("c/{block:016x}")
+}
+
+/// One block's crashes: `(slot, stored record bytes)`, slots ascending.
+type BlockEntries = Vec<(u16, Vec<u8>)>;
 
 /// Pending writes of one atomic batch, readable before they are applied.
 struct Tx<'a> {
     tree: &'a sled::Tree,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Blocks read for change; written back (or removed, when empty) on commit.
+    blocks: BTreeMap<u64, BlockEntries>,
 }
 
 impl<'a> Tx<'a> {
@@ -102,6 +165,7 @@ impl<'a> Tx<'a> {
         Tx {
             tree,
             pending: BTreeMap::new(),
+            blocks: BTreeMap::new(),
         }
     }
 
@@ -135,6 +199,53 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
+    /// A block's crashes, loaded for change.
+    fn block_mut(&mut self, block: u64) -> Result<&mut BlockEntries, StoreError> {
+        if !self.blocks.contains_key(&block) {
+            let key = block_key(block);
+            let entries = match self.tree.get(key.as_bytes())? {
+                Some(raw) => block_entries(&key, &raw)?
+                    .into_iter()
+                    .map(|(slot, record)| (slot, record.to_vec()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            self.blocks.insert(block, entries);
+        }
+        Ok(self.blocks.get_mut(&block).expect("inserted above"))
+    }
+
+    fn block_exists(&self, block: u64) -> Result<bool, StoreError> {
+        match self.blocks.get(&block) {
+            Some(entries) => Ok(!entries.is_empty()),
+            None => Ok(self.tree.contains_key(block_key(block).as_bytes())?),
+        }
+    }
+
+    /// The stored bytes of the crash at `at`, pending changes included.
+    fn record_bytes(&self, at: Location) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(entries) = self.blocks.get(&at.block) {
+            return Ok(entries
+                .iter()
+                .find(|(slot, _)| *slot == at.slot)
+                .map(|(_, record)| record.clone()));
+        }
+        let key = block_key(at.block);
+        let Some(raw) = self.tree.get(key.as_bytes())? else {
+            return Ok(None);
+        };
+        Ok(block_entries(&key, &raw)?
+            .into_iter()
+            .find(|(slot, _)| *slot == at.slot)
+            .map(|(_, record)| record.to_vec()))
+    }
+
+    fn record(&self, at: Location) -> Result<Option<CrashRecord>, StoreError> {
+        self.record_bytes(at)?
+            .map(|raw| decode_located(at, &raw))
+            .transpose()
+    }
+
     fn commit(self) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (key, value) in self.pending {
@@ -143,28 +254,54 @@ impl<'a> Tx<'a> {
                 None => batch.remove(key),
             }
         }
+        for (block, entries) in self.blocks {
+            let key = block_key(block);
+            if entries.is_empty() {
+                batch.remove(key.as_bytes());
+            } else {
+                batch.insert(key.as_bytes(), encode_block(&entries));
+            }
+        }
         self.tree.apply_batch(batch)?;
         Ok(())
     }
+}
+
+/// The block new crashes go to while it has room; only the writer lock touches it.
+#[derive(Default)]
+struct WriterState {
+    open: Option<OpenBlock>,
+}
+
+#[derive(Clone, Copy)]
+struct OpenBlock {
+    block: u64,
+    first_millis: u64,
+    /// Never lower than a slot handed out before, so a deleted crash's id is not reused.
+    next_slot: u16,
+}
+
+pub(super) struct Crashes {
+    tree: sled::Tree,
+    writer: std::sync::Mutex<WriterState>,
 }
 
 impl Crashes {
     pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
         Ok(Crashes {
             tree: db.open_tree("crashes")?,
-            writer: std::sync::Mutex::new(()),
+            writer: std::sync::Mutex::new(WriterState::default()),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        // The lock guards no data of its own; a panic while holding it left sled
-        // consistent (batches are atomic), so a poisoned lock is still usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        // A panic while holding the lock left sled consistent (batches are atomic);
+        // the open block is only a hint, so a poisoned lock is still usable.
         self.writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Stores each record unless its identity is already stored.
     /// Stores the records of several uploads in one atomic batch, skipping any whose
     /// identity is already stored (or comes earlier in the same batch). One answer per
     /// upload, in order.
@@ -172,18 +309,22 @@ impl Crashes {
         &self,
         uploads: Vec<Vec<EncodedCrash>>,
     ) -> Result<Vec<Vec<Inserted>>, StoreError> {
-        let _guard = self.lock();
+        let mut state = self.lock();
         let mut tx = Tx::new(&self.tree);
+        let mut open = state.open;
         let mut answers = Vec::with_capacity(uploads.len());
         for upload in uploads {
             let mut out = Vec::with_capacity(upload.len());
-            for EncodedCrash { record, encoded } in upload {
-                let identity_key = format!("i/{}", record.identity);
-                if let Some(existing) = tx.get(identity_key.as_bytes())? {
-                    let id = String::from_utf8_lossy(&existing).into_owned();
-                    if let Some(stored) = self.read_record(&tx, &id)? {
+            for EncodedCrash {
+                mut record,
+                encoded,
+                received_millis,
+            } in upload
+            {
+                if let Some(at) = find_identity(&tx, &record.identity)? {
+                    if let Some(stored) = tx.record(at)? {
                         out.push(Inserted {
-                            id,
+                            id: at.id(),
                             group_id: stored.group_id,
                             signature: stored.signature,
                             created: false,
@@ -191,9 +332,10 @@ impl Crashes {
                         continue;
                     }
                 }
-                tx.put(identity_key, record.id.as_bytes().to_vec());
-                add(&mut tx, &record)?;
-                tx.put(format!("c/{}", record.id), encoded);
+                let at = place(&mut tx, &mut open, received_millis, encoded)?;
+                record.id = at.id();
+                put_identity(&mut tx, &record.identity, at)?;
+                add(&mut tx, &record, at)?;
                 out.push(Inserted {
                     id: record.id,
                     group_id: record.group_id,
@@ -204,22 +346,15 @@ impl Crashes {
             answers.push(out);
         }
         tx.commit()?;
+        state.open = open;
         Ok(answers)
     }
 
-    fn read_record(&self, tx: &Tx<'_>, id: &str) -> Result<Option<CrashRecord>, StoreError> {
-        let key = format!("c/{id}");
-        tx.get(key.as_bytes())?
-            .map(|raw| decode_record(&key, &raw))
-            .transpose()
-    }
-
     pub(super) fn get(&self, id: &str) -> Result<Option<CrashRecord>, StoreError> {
-        let key = format!("c/{id}");
-        self.tree
-            .get(key.as_bytes())?
-            .map(|raw| decode_record(&key, &raw))
-            .transpose()
+        let Some(at) = Location::parse(id) else {
+            return Ok(None);
+        };
+        Tx::new(&self.tree).record(at)
     }
 
     /// Replaces a stored crash with what `update` makes of it, moving every counter and
@@ -229,33 +364,81 @@ impl Crashes {
         id: &str,
         update: impl FnOnce(&CrashRecord) -> Option<CrashRecord>,
     ) -> Result<Option<CrashRecord>, StoreError> {
-        let _guard = self.lock();
+        let Some(at) = Location::parse(id) else {
+            return Ok(None);
+        };
+        let _state = self.lock();
         let mut tx = Tx::new(&self.tree);
-        let Some(old) = self.read_record(&tx, id)? else {
+        let Some(old) = tx.record(at)? else {
             return Ok(None);
         };
-        let Some(new) = update(&old) else {
+        let Some(mut new) = update(&old) else {
             return Ok(None);
         };
-        remove(&mut tx, &old)?;
-        add(&mut tx, &new)?;
-        put_record(&mut tx, &new)?;
+        new.id = old.id.clone();
+        remove(&mut tx, &old, at)?;
+        if new.identity != old.identity {
+            remove_identity(&mut tx, &old.identity)?;
+            put_identity(&mut tx, &new.identity, at)?;
+        }
+        add(&mut tx, &new, at)?;
+        let encoded = encode_record(&new)?;
+        let entries = tx.block_mut(at.block)?;
+        if let Some(entry) = entries.iter_mut().find(|(slot, _)| *slot == at.slot) {
+            entry.1 = encoded;
+        }
         tx.commit()?;
         Ok(Some(new))
     }
 
     /// Deletes a crash with its index entries and its share of every counter.
     pub(super) fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        let _guard = self.lock();
-        let mut tx = Tx::new(&self.tree);
-        let Some(old) = self.read_record(&tx, id)? else {
+        let Some(at) = Location::parse(id) else {
             return Ok(false);
         };
-        remove(&mut tx, &old)?;
-        tx.remove(format!("c/{id}"));
-        tx.remove(format!("i/{}", old.identity));
+        let _state = self.lock();
+        let mut tx = Tx::new(&self.tree);
+        let Some(old) = tx.record(at)? else {
+            return Ok(false);
+        };
+        remove(&mut tx, &old, at)?;
+        remove_identity(&mut tx, &old.identity)?;
+        tx.block_mut(at.block)?.retain(|(slot, _)| *slot != at.slot);
         tx.commit()?;
         Ok(true)
+    }
+
+    /// Deletes every crash received before `cutoff_millis` (Unix milliseconds), a block
+    /// per batch. Returns how many.
+    pub(super) fn prune_before(&self, cutoff_millis: u64) -> Result<usize, StoreError> {
+        let end = block_key(block_at(cutoff_millis));
+        let blocks: Vec<u64> = self
+            .tree
+            .range(b"c/".to_vec()..end.into_bytes())
+            .keys()
+            .map(|key| {
+                let key = key?;
+                parse_block(&key[2..]).ok_or_else(|| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    problem: "not a block key".into(),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let mut pruned = 0;
+        for block in blocks {
+            let _state = self.lock();
+            let mut tx = Tx::new(&self.tree);
+            let entries = std::mem::take(tx.block_mut(block)?);
+            for (slot, raw) in &entries {
+                let at = Location { block, slot: *slot };
+                let old = decode_located(at, raw)?;
+                remove(&mut tx, &old, at)?;
+                remove_identity(&mut tx, &old.identity)?;
+                pruned += 1;
+            }
+            tx.commit()?;
+        }
+        Ok(pruned)
     }
 
     /// Ids of crashes that needed `debug_id` and did not have it.
@@ -268,25 +451,26 @@ impl Crashes {
         self.ids_under(&format!("gc/{group_id}/"))
     }
 
+    /// The crashes an index lists under `prefix`: keys end in a block, values hold slots.
     fn ids_under(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        self.tree
-            .scan_prefix(prefix.as_bytes())
-            .keys()
-            .map(|key| {
-                let key = key?;
-                Ok(String::from_utf8_lossy(&key[prefix.len()..]).into_owned())
-            })
-            .collect()
-    }
-
-    /// Crash ids received before `cutoff` (an id prefix: see `crash_id_at`).
-    pub(super) fn ids_before(&self, cutoff: &str) -> Result<Vec<String>, StoreError> {
-        let end = format!("c/{cutoff}");
-        self.tree
-            .range(b"c/".to_vec()..end.into_bytes())
-            .keys()
-            .map(|key| Ok(String::from_utf8_lossy(&key?[2..]).into_owned()))
-            .collect()
+        let mut ids = Vec::new();
+        for item in self.tree.scan_prefix(prefix.as_bytes()) {
+            let (key, slots) = item?;
+            let block = parse_block(&key[prefix.len()..]).ok_or_else(|| StoreError::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                problem: "no block in an index key".into(),
+            })?;
+            ids.extend(
+                slots
+                    .chunks_exact(2)
+                    .map(|s| Location {
+                        block,
+                        slot: u16::from_be_bytes([s[0], s[1]]),
+                    })
+                    .map(Location::id),
+            );
+        }
+        Ok(ids)
     }
 
     pub(super) fn missing(&self) -> Result<Vec<MissingDebugFile>, StoreError> {
@@ -354,29 +538,150 @@ impl Crashes {
     }
 }
 
-fn put_record(tx: &mut Tx<'_>, record: &CrashRecord) -> Result<(), StoreError> {
-    let value = encode_record(record)?;
-    tx.put(format!("c/{}", record.id), value);
-    Ok(())
+/// Puts a new crash's bytes into the open block, or into a new block when the open one
+/// is full, too old or from another time (a clock step, or an import of old crashes).
+fn place(
+    tx: &mut Tx<'_>,
+    open: &mut Option<OpenBlock>,
+    received_millis: u64,
+    encoded: Vec<u8>,
+) -> Result<Location, StoreError> {
+    if let Some(current) = open.as_mut() {
+        let in_span = received_millis >= current.first_millis
+            && received_millis - current.first_millis < BLOCK_SPAN_MS;
+        if in_span {
+            let entries = tx.block_mut(current.block)?;
+            let bytes: usize = entries.iter().map(|(_, r)| r.len()).sum();
+            let fits = !entries.is_empty()
+                && entries.len() < BLOCK_MAX_CRASHES
+                && bytes + encoded.len() <= BLOCK_MAX_BYTES
+                && current.next_slot < u16::MAX;
+            if fits {
+                let slot = current.next_slot;
+                current.next_slot += 1;
+                entries.push((slot, encoded));
+                return Ok(Location {
+                    block: current.block,
+                    slot,
+                });
+            }
+        }
+    }
+    let mut block = block_at(received_millis);
+    // Block ids must never repeat: a clock that stepped back, or two blocks in one
+    // millisecond, take the next free sequence number.
+    while tx.block_exists(block)? {
+        block += 1;
+    }
+    tx.block_mut(block)?.push((0, encoded));
+    *open = Some(OpenBlock {
+        block,
+        first_millis: received_millis,
+        next_slot: 1,
+    });
+    Ok(Location { block, slot: 0 })
+}
+
+fn parse_block(hex: &[u8]) -> Option<u64> {
+    let hex = std::str::from_utf8(hex).ok()?;
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+/// Leads every crash block.
+const BLOCK_MAGIC: &[u8] = b"CBB1";
+
+fn encode_block(entries: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let size = entries.iter().map(|(_, r)| r.len() + 6).sum::<usize>();
+    let mut out = Vec::with_capacity(BLOCK_MAGIC.len() + size);
+    out.extend_from_slice(BLOCK_MAGIC);
+    for (slot, record) in entries {
+        out.extend_from_slice(&slot.to_be_bytes());
+        out.extend_from_slice(&(record.len() as u32).to_be_bytes());
+        out.extend_from_slice(record);
+    }
+    out
+}
+
+/// The `(slot, record bytes)` entries of a stored block.
+fn block_entries<'r>(key: &str, raw: &'r [u8]) -> Result<Vec<(u16, &'r [u8])>, StoreError> {
+    let corrupt = |problem: &str| StoreError::Corrupt {
+        key: key.to_owned(),
+        problem: problem.to_owned(),
+    };
+    let mut rest = raw
+        .strip_prefix(BLOCK_MAGIC)
+        .ok_or_else(|| corrupt("no block header"))?;
+    let mut entries = Vec::new();
+    while !rest.is_empty() {
+        if rest.len() < 6 {
+            return Err(corrupt("truncated block entry"));
+        }
+        let slot = u16::from_be_bytes([rest[0], rest[1]]);
+        let len = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]) as usize;
+        let record = rest
+            .get(6..6 + len)
+            .ok_or_else(|| corrupt("truncated block entry"))?;
+        entries.push((slot, record));
+        rest = &rest[6 + len..];
+    }
+    Ok(entries)
+}
+
+/// Decodes every crash in a stored value under `key`: a block under `c/`, an error
+/// for anything else. For tools and tests that read the store's files directly.
+pub fn decode_records(key: &str, raw: &[u8]) -> Result<Vec<CrashRecord>, StoreError> {
+    let block = key
+        .strip_prefix("c/")
+        .and_then(|hex| parse_block(hex.as_bytes()))
+        .ok_or_else(|| StoreError::Corrupt {
+            key: key.to_owned(),
+            problem: "not a crash block key".into(),
+        })?;
+    block_entries(key, raw)?
+        .into_iter()
+        .map(|(slot, record)| decode_located(Location { block, slot }, record))
+        .collect()
 }
 
 /// A record with its stored bytes, encoded by the caller so the writer does not.
 pub struct EncodedCrash {
     record: CrashRecord,
     encoded: Vec<u8>,
+    received_millis: u64,
 }
 
 impl EncodedCrash {
+    /// Stored size in bytes.
+    pub fn len(&self) -> usize {
+        self.encoded.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.encoded.is_empty()
+    }
+
     pub fn new(record: CrashRecord) -> Result<Self, StoreError> {
         let encoded = encode_record(&record)?;
-        Ok(EncodedCrash { record, encoded })
+        let received = time::OffsetDateTime::parse(
+            &record.received_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+        Ok(EncodedCrash {
+            record,
+            encoded,
+            received_millis: (received.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+        })
     }
 }
 
-/// A crash record as stored: [`RECORD_MAGIC`] then deflated JSON.
+/// A crash record as stored: [`RECORD_MAGIC`] then deflated JSON. The id is not stored:
+/// it is the record's location.
 fn encode_record(record: &CrashRecord) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(record).map_err(|source| StoreError::Codec {
-        key: format!("c/{}", record.id),
+        key: format!("crash {}", record.id),
         source,
     })?;
     let mut encoder = flate2::write::DeflateEncoder::new(
@@ -392,23 +697,139 @@ fn encode_record(record: &CrashRecord) -> Result<Vec<u8>, StoreError> {
 /// Leads every compressed crash record, so a future format can be told apart.
 const RECORD_MAGIC: &[u8] = b"CBZ1";
 
-/// Decodes a stored crash record (deflated JSON behind [`RECORD_MAGIC`]).
-pub fn decode_record(key: &str, raw: &[u8]) -> Result<CrashRecord, StoreError> {
+fn decode_located(at: Location, raw: &[u8]) -> Result<CrashRecord, StoreError> {
+    let key = format!("crash {}", at.id());
     let body = raw
         .strip_prefix(RECORD_MAGIC)
         .ok_or_else(|| StoreError::Corrupt {
-            key: key.to_owned(),
+            key: key.clone(),
             problem: "no record header".into(),
         })?;
     let mut json = Vec::with_capacity(body.len() * 4);
     flate2::read::DeflateDecoder::new(body)
         .read_to_end(&mut json)
         .map_err(StoreError::Compression)?;
-    super::decode(key, &json)
+    let mut record: CrashRecord = super::decode(&key, &json)?;
+    record.id = at.id();
+    Ok(record)
+}
+
+/// An identity's bucket key and its 16-byte entry prefix. Hashing again spreads any
+/// identity text evenly over the buckets.
+fn identity_entry(identity: &str) -> (String, [u8; 16]) {
+    let digest = Sha256::digest(identity.as_bytes());
+    // 65,536 buckets: a fixed key count, each bucket's value growing with the store.
+    let bucket = u16::from_be_bytes([digest[0], digest[1]]);
+    let mut entry = [0u8; 16];
+    entry.copy_from_slice(&digest[2..18]);
+    (format!("i/{bucket:04x}"), entry)
+}
+
+const IDENTITY_ENTRY_LEN: usize = 16 + 8 + 2;
+
+/// Where the crash with this identity is stored, if it is.
+fn find_identity(tx: &Tx<'_>, identity: &str) -> Result<Option<Location>, StoreError> {
+    let (key, digest) = identity_entry(identity);
+    let Some(bucket) = tx.get(key.as_bytes())? else {
+        return Ok(None);
+    };
+    let entries: Vec<&[u8]> = bucket.chunks_exact(IDENTITY_ENTRY_LEN).collect();
+    Ok(entries
+        .binary_search_by(|entry| entry[..16].cmp(&digest[..]))
+        .ok()
+        .map(|i| {
+            let entry = entries[i];
+            Location {
+                block: u64::from_be_bytes(entry[16..24].try_into().expect("8 bytes")),
+                slot: u16::from_be_bytes([entry[24], entry[25]]),
+            }
+        }))
+}
+
+fn put_identity(tx: &mut Tx<'_>, identity: &str, at: Location) -> Result<(), StoreError> {
+    let (key, digest) = identity_entry(identity);
+    let mut bucket = tx.get(key.as_bytes())?.unwrap_or_default();
+    let position = bucket
+        .chunks_exact(IDENTITY_ENTRY_LEN)
+        .position(|entry| entry[..16] >= digest[..])
+        .unwrap_or(bucket.len() / IDENTITY_ENTRY_LEN);
+    let mut entry = Vec::with_capacity(IDENTITY_ENTRY_LEN);
+    entry.extend_from_slice(&digest);
+    entry.extend_from_slice(&at.block.to_be_bytes());
+    entry.extend_from_slice(&at.slot.to_be_bytes());
+    let offset = position * IDENTITY_ENTRY_LEN;
+    if bucket.get(offset..offset + 16) == Some(&digest[..]) {
+        bucket[offset..offset + IDENTITY_ENTRY_LEN].copy_from_slice(&entry);
+    } else {
+        bucket.splice(offset..offset, entry);
+    }
+    tx.put(key, bucket);
+    Ok(())
+}
+
+fn remove_identity(tx: &mut Tx<'_>, identity: &str) -> Result<(), StoreError> {
+    let (key, digest) = identity_entry(identity);
+    let Some(mut bucket) = tx.get(key.as_bytes())? else {
+        return Ok(());
+    };
+    if let Some(position) = bucket
+        .chunks_exact(IDENTITY_ENTRY_LEN)
+        .position(|entry| entry[..16] == digest[..])
+    {
+        let offset = position * IDENTITY_ENTRY_LEN;
+        bucket.drain(offset..offset + IDENTITY_ENTRY_LEN);
+    }
+    if bucket.is_empty() {
+        tx.remove(key);
+    } else {
+        tx.put(key, bucket);
+    }
+    Ok(())
+}
+
+/// Index keys end in the block; the value lists slots.
+fn index_key(prefix: String, block: u64) -> String {
+    format!("{prefix}{block:016x}")
+}
+
+fn add_slot(tx: &mut Tx<'_>, key: String, slot: u16) -> Result<(), StoreError> {
+    let mut slots = tx.get(key.as_bytes())?.unwrap_or_default();
+    let position = slots
+        .chunks_exact(2)
+        .position(|s| u16::from_be_bytes([s[0], s[1]]) >= slot)
+        .unwrap_or(slots.len() / 2);
+    let at = position * 2;
+    if slots.get(at..at + 2) != Some(&slot.to_be_bytes()[..]) {
+        slots.splice(at..at, slot.to_be_bytes());
+    }
+    tx.put(key, slots);
+    Ok(())
+}
+
+fn remove_slot(tx: &mut Tx<'_>, key: String, slot: u16) -> Result<(), StoreError> {
+    let Some(mut slots) = tx.get(key.as_bytes())? else {
+        return Ok(());
+    };
+    if let Some(position) = slots
+        .chunks_exact(2)
+        .position(|s| u16::from_be_bytes([s[0], s[1]]) == slot)
+    {
+        slots.drain(position * 2..position * 2 + 2);
+    }
+    if slots.is_empty() {
+        tx.remove(key);
+    } else {
+        tx.put(key, slots);
+    }
+    Ok(())
+}
+
+fn release_prefix(release: &str) -> String {
+    format!("r/{release}\0")
 }
 
 /// Adds a record's share to groups, devices, releases and the missing list.
-fn add(tx: &mut Tx<'_>, record: &CrashRecord) -> Result<(), StoreError> {
+fn add(tx: &mut Tx<'_>, record: &CrashRecord, at: Location) -> Result<(), StoreError> {
     let group_key = format!("g/{}", record.group_id);
     let mut group: Group = tx.json(&group_key)?.unwrap_or_else(|| Group {
         id: record.group_id.clone(),
@@ -429,10 +850,7 @@ fn add(tx: &mut Tx<'_>, record: &CrashRecord) -> Result<(), StoreError> {
     }
     if let Some(release) = &record.release {
         *group.releases.entry(release.clone()).or_default() += 1;
-        let mut key = format!("r/{release}").into_bytes();
-        key.push(0);
-        key.extend_from_slice(record.id.as_bytes());
-        tx.put(key, Vec::new());
+        add_slot(tx, index_key(release_prefix(release), at.block), at.slot)?;
     }
     if let Some(device) = &record.device_hash {
         let key = format!("gd/{}/{device}", record.group_id);
@@ -443,7 +861,8 @@ fn add(tx: &mut Tx<'_>, record: &CrashRecord) -> Result<(), StoreError> {
         tx.put(key, (n + 1).to_be_bytes().to_vec());
     }
     tx.put_json(group_key, &group)?;
-    tx.put(format!("gc/{}/{}", record.group_id, record.id), Vec::new());
+    let group_index = index_key(format!("gc/{}/", record.group_id), at.block);
+    add_slot(tx, group_index, at.slot)?;
 
     for needed in &record.missing {
         let key = format!("m/{}", needed.debug_id);
@@ -462,13 +881,14 @@ fn add(tx: &mut Tx<'_>, record: &CrashRecord) -> Result<(), StoreError> {
             missing.last_seen = record.received_at.clone();
         }
         tx.put_json(key, &missing)?;
-        tx.put(format!("mc/{}/{}", needed.debug_id, record.id), Vec::new());
+        let needing = index_key(format!("mc/{}/", needed.debug_id), at.block);
+        add_slot(tx, needing, at.slot)?;
     }
     Ok(())
 }
 
 /// Takes a record's share back out: the inverse of [`add`].
-fn remove(tx: &mut Tx<'_>, record: &CrashRecord) -> Result<(), StoreError> {
+fn remove(tx: &mut Tx<'_>, record: &CrashRecord, at: Location) -> Result<(), StoreError> {
     let group_key = format!("g/{}", record.group_id);
     if let Some(mut group) = tx.json::<Group>(&group_key)? {
         group.count = group.count.saturating_sub(1);
@@ -497,12 +917,10 @@ fn remove(tx: &mut Tx<'_>, record: &CrashRecord) -> Result<(), StoreError> {
         }
     }
     if let Some(release) = &record.release {
-        let mut key = format!("r/{release}").into_bytes();
-        key.push(0);
-        key.extend_from_slice(record.id.as_bytes());
-        tx.remove(key);
+        remove_slot(tx, index_key(release_prefix(release), at.block), at.slot)?;
     }
-    tx.remove(format!("gc/{}/{}", record.group_id, record.id));
+    let group_index = index_key(format!("gc/{}/", record.group_id), at.block);
+    remove_slot(tx, group_index, at.slot)?;
     for needed in &record.missing {
         let key = format!("m/{}", needed.debug_id);
         if let Some(mut missing) = tx.json::<MissingDebugFile>(&key)? {
@@ -513,7 +931,8 @@ fn remove(tx: &mut Tx<'_>, record: &CrashRecord) -> Result<(), StoreError> {
                 tx.put_json(key, &missing)?;
             }
         }
-        tx.remove(format!("mc/{}/{}", needed.debug_id, record.id));
+        let needing = index_key(format!("mc/{}/", needed.debug_id), at.block);
+        remove_slot(tx, needing, at.slot)?;
     }
     Ok(())
 }
@@ -523,4 +942,196 @@ fn read_u64(tx: &Tx<'_>, key: &str) -> Result<u64, StoreError> {
         .get(key.as_bytes())?
         .and_then(|raw| <[u8; 8]>::try_from(raw.as_slice()).ok())
         .map_or(0, u64::from_be_bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(identity: &str, group: &str, received_at: &str) -> CrashRecord {
+        let report = crate::report::parse(
+            br#"{"crashbox":1,"app":{"name":"App","version":"1.0","build":"1"},
+                "threads":[{"crashed":true,"frames":["0x1010"]}]}"#,
+            &crate::report::ParseLimits::default(),
+        )
+        .unwrap()
+        .remove(0);
+        CrashRecord {
+            id: String::new(),
+            received_at: received_at.into(),
+            identity: identity.into(),
+            device_hash: Some(format!("device-of-{identity}")),
+            release: Some("App 1.0 (1)".into()),
+            signature: format!("sig {group}"),
+            group_id: group.into(),
+            missing: vec![NeededDebugFile {
+                debug_id: "dbg".into(),
+                name: "App".into(),
+            }],
+            scrub: ScrubSummary::default(),
+            report,
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Crashes) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let crashes = Crashes::open(&db).unwrap();
+        (dir, crashes)
+    }
+
+    fn insert(crashes: &Crashes, records: Vec<CrashRecord>) -> Vec<Inserted> {
+        let upload = records
+            .into_iter()
+            .map(|r| EncodedCrash::new(r).unwrap())
+            .collect();
+        crashes.insert_many(vec![upload]).unwrap().remove(0)
+    }
+
+    const T0: &str = "2026-11-25T10:00:00Z";
+
+    #[test]
+    fn ids_name_locations_and_sort_by_time() {
+        let at = Location {
+            block: block_at(1_700_000_000_000) + 3,
+            slot: 7,
+        };
+        assert_eq!(Location::parse(&at.id()), Some(at));
+        assert_eq!(at.id().len(), 20);
+        let later = Location {
+            block: block_at(1_700_000_000_001),
+            slot: 0,
+        };
+        assert!(at.id() < later.id());
+        for bad in [
+            "",
+            "../etc",
+            "zzzzzzzzzzzzzzzzzzzz",
+            "0123456789abcdef01234",
+        ] {
+            assert_eq!(Location::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn crashes_share_blocks_and_index_keys() {
+        let (_dir, crashes) = open();
+        let records = (0..100)
+            .map(|i| record(&format!("id{i}"), "g1", T0))
+            .collect();
+        let inserted = insert(&crashes, records);
+        assert!(inserted.iter().all(|i| i.created));
+        let blocks = crashes.tree.scan_prefix(b"c/").count();
+        assert!((2..10).contains(&blocks), "{blocks} blocks for 100 crashes");
+        assert_eq!(crashes.tree.scan_prefix(b"gc/").count(), blocks);
+        let ids: Vec<String> = inserted.iter().map(|i| i.id.clone()).collect();
+        assert_eq!(crashes.in_group("g1").unwrap(), ids);
+        assert_eq!(crashes.needing("dbg").unwrap(), ids);
+        for (i, id) in ids.iter().enumerate() {
+            let stored = crashes.get(id).unwrap().unwrap();
+            assert_eq!(&stored.id, id);
+            assert_eq!(stored.identity, format!("id{i}"));
+        }
+        let group = crashes.group("g1").unwrap().unwrap();
+        assert_eq!((group.count, group.devices), (100, 100));
+    }
+
+    #[test]
+    fn a_later_crash_joins_the_open_block_and_a_distant_one_starts_another() {
+        let (_dir, crashes) = open();
+        let a = insert(&crashes, vec![record("a", "g", T0)]).remove(0);
+        let b = insert(&crashes, vec![record("b", "g", "2026-11-25T10:00:30Z")]).remove(0);
+        let c = insert(&crashes, vec![record("c", "g", "2026-11-25T10:05:00Z")]).remove(0);
+        assert_eq!(a.id[..16], b.id[..16]);
+        assert_ne!(b.id[..16], c.id[..16]);
+        assert!(a.id < b.id && b.id < c.id);
+        // Deleting the newest crash of the open block does not free its id.
+        assert!(crashes.delete(&b.id).unwrap());
+        let d = insert(&crashes, vec![record("d", "g", "2026-11-25T10:05:01Z")]).remove(0);
+        assert!(d.id > c.id);
+    }
+
+    #[test]
+    fn duplicates_are_found_in_the_store_and_in_the_same_batch() {
+        let (_dir, crashes) = open();
+        let first = insert(&crashes, vec![record("x", "g", T0)]).remove(0);
+        let again = insert(&crashes, vec![record("x", "g", T0), record("y", "g", T0)]);
+        assert_eq!(again[0].id, first.id);
+        assert!(!again[0].created);
+        assert!(again[1].created);
+        let batch = crashes
+            .insert_many(vec![
+                vec![EncodedCrash::new(record("z", "g", T0)).unwrap()],
+                vec![EncodedCrash::new(record("z", "g", T0)).unwrap()],
+            ])
+            .unwrap();
+        assert!(batch[0][0].created);
+        assert!(!batch[1][0].created);
+        assert_eq!(batch[0][0].id, batch[1][0].id);
+        assert_eq!(crashes.group("g").unwrap().unwrap().count, 3);
+    }
+
+    #[test]
+    fn update_and_delete_move_counters_and_index_entries() {
+        let (_dir, crashes) = open();
+        let ids: Vec<String> = insert(
+            &crashes,
+            vec![record("a", "old", T0), record("b", "old", T0)],
+        )
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+        let moved = crashes
+            .update(&ids[0], |r| {
+                Some(CrashRecord {
+                    group_id: "new".into(),
+                    signature: "sig new".into(),
+                    missing: Vec::new(),
+                    ..r.clone()
+                })
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(moved.id, ids[0]);
+        assert_eq!(crashes.get(&ids[0]).unwrap().unwrap().group_id, "new");
+        assert_eq!(crashes.in_group("old").unwrap(), vec![ids[1].clone()]);
+        assert_eq!(crashes.in_group("new").unwrap(), vec![ids[0].clone()]);
+        assert_eq!(crashes.needing("dbg").unwrap(), vec![ids[1].clone()]);
+        assert_eq!(crashes.missing().unwrap()[0].crash_count, 1);
+
+        assert!(crashes.delete(&ids[1]).unwrap());
+        assert!(!crashes.delete(&ids[1]).unwrap());
+        assert!(crashes.get(&ids[1]).unwrap().is_none());
+        assert!(crashes.group("old").unwrap().is_none());
+        assert!(crashes.missing().unwrap().is_empty());
+        assert!(crashes.tree.scan_prefix(b"mc/").next().is_none());
+        // Its identity is free again: the same report is a new crash now.
+        assert!(insert(&crashes, vec![record("b", "old", T0)])[0].created);
+    }
+
+    #[test]
+    fn pruning_drops_whole_blocks_and_their_share() {
+        let (_dir, crashes) = open();
+        insert(&crashes, vec![record("old1", "g", "2026-08-01T00:00:00Z")]);
+        insert(&crashes, vec![record("old2", "g", "2026-08-01T00:00:10Z")]);
+        let kept = insert(&crashes, vec![record("new", "g", T0)]).remove(0);
+        let cutoff = time::macros::datetime!(2026-09-01 00:00 UTC);
+        let millis = (cutoff.unix_timestamp_nanos() / 1_000_000) as u64;
+        assert_eq!(crashes.prune_before(millis).unwrap(), 2);
+        assert_eq!(crashes.prune_before(millis).unwrap(), 0);
+        assert_eq!(crashes.in_group("g").unwrap(), vec![kept.id]);
+        assert_eq!(crashes.group("g").unwrap().unwrap().count, 1);
+        assert_eq!(crashes.tree.scan_prefix(b"i/").count(), 1);
+        assert_eq!(crashes.tree.scan_prefix(b"gd/").count(), 1);
+    }
+
+    #[test]
+    fn blocks_round_trip_and_reject_damage() {
+        let entries = vec![(0u16, b"CBZ1abc".to_vec()), (5, Vec::new())];
+        let raw = encode_block(&entries);
+        let decoded = block_entries("c/x", &raw).unwrap();
+        assert_eq!(decoded, vec![(0, &b"CBZ1abc"[..]), (5, &b""[..])]);
+        assert!(block_entries("c/x", &raw[..raw.len() - 4]).is_err());
+        assert!(block_entries("c/x", b"nope").is_err());
+    }
 }

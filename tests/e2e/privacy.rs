@@ -248,10 +248,10 @@ fn planted_identifiers_never_reach_api_logs_or_disk() {
         for item in tree.iter() {
             let (key, value) = item.unwrap();
             let key = String::from_utf8_lossy(&key).into_owned();
-            let text = match crashbox::store::decode_record(&key, &value) {
-                Ok(record) => {
-                    records += 1;
-                    serde_json::to_string(&record).unwrap()
+            let text = match crashbox::store::decode_records(&key, &value) {
+                Ok(decoded) => {
+                    records += decoded.len();
+                    serde_json::to_string(&decoded).unwrap()
                 }
                 Err(_) => String::from_utf8_lossy(&value).into_owned(),
             };
