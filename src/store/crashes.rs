@@ -7,12 +7,13 @@
 //!
 //! sled keeps metadata in memory for every page it has ever written, so a key per crash
 //! makes the server's RSS grow with the number of stored crashes (about 100 bytes per
-//! crash with one record key and four index keys; a random key such as an identity
-//! hash costs the most). Keys here therefore hold many crashes each: crashes received
-//! close together share a **block**, the identity index has a fixed number of
-//! buckets, and index entries name a block and list slots in it. The number of keys
-//! then grows with blocks (one per minute at low rates, one per 64 crashes under
-//! load), not with crashes.
+//! crash with a record key and four index keys; a random key such as an identity hash
+//! costs the most; `examples/sled_rss.rs` measures it). Keys here therefore hold many
+//! crashes each: crashes received close together share a **block**, the identity index
+//! has a fixed number of buckets, and index entries name a block and list slots in it.
+//! The number of keys grows with blocks (at most one a minute at low rates, one per
+//! ten or so crashes under load), not with crashes. What is left of the growth (about
+//! 25 bytes per crash) is mostly the identity buckets' pages; see benches/README.md.
 //!
 //! A crash id is its location: `{block:016x}{slot:04x}`. A block id is the receive time
 //! in milliseconds shifted left 16 bits, plus a sequence number, so ids and block keys
@@ -111,9 +112,8 @@ const BLOCK_SPAN_MS: u64 = 60_000;
 /// ...up to this many...
 const BLOCK_MAX_CRASHES: usize = 64;
 /// ...and this many bytes of records; a larger record gets a block of its own. A block
-/// is rewritten whole each time a batch adds to it, and under load sled held on to the
-/// replaced versions of 64 KiB blocks long enough to add 70 MiB to the server's RSS for
-/// a few minutes; at 16 KiB, under load a batch fills new blocks and rarely rewrites.
+/// is rewritten whole each time a batch adds to it: with 64 KiB blocks the load test's
+/// RSS rose by 70 MiB in its first minute before sled caught up; with 16 KiB it did not.
 const BLOCK_MAX_BYTES: usize = 16 << 10;
 
 /// Where a crash is stored: a block and a slot in it.
