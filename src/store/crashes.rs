@@ -1072,6 +1072,33 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_after_a_restart_is_still_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = {
+            let db = sled::open(dir.path()).unwrap();
+            let crashes = Crashes::open(&db).unwrap();
+            let first = insert(&crashes, vec![record("r", "g", T0)]).remove(0);
+            db.flush().unwrap();
+            first
+        };
+        let db = sled::open(dir.path()).unwrap();
+        let crashes = Crashes::open(&db).unwrap();
+        // The open block is forgotten: a new crash starts a block of its own.
+        let again = insert(
+            &crashes,
+            vec![
+                record("r", "g", T0),
+                record("s", "g", "2026-11-25T10:00:01Z"),
+            ],
+        );
+        assert_eq!(again[0].id, first.id);
+        assert!(!again[0].created);
+        assert!(again[1].created);
+        assert_ne!(again[1].id[..16], first.id[..16]);
+        assert_eq!(crashes.group("g").unwrap().unwrap().count, 2);
+    }
+
+    #[test]
     fn update_and_delete_move_counters_and_index_entries() {
         let (_dir, crashes) = open();
         let ids: Vec<String> = insert(
