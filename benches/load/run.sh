@@ -47,6 +47,18 @@ echo "server RSS after: $(rss) kB, peak $(awk '/VmHWM/ {print $2}' /proc/$server
 echo "RSS samples (kB, every 5 s): $(awk '{print $2}' "$work/rss.log" | tr '\n' ' ')"
 stored=$(curl -s "$url/metrics" | awk '/crashbox_crashes_total\{outcome="stored"\}/ {print $2}')
 echo "crashes stored: $stored"
+# Flatness: RSS growth after the first minute (warm-up: caches and pools filling), per
+# crash stored since then, assuming the steady rate wrk keeps up.
+python3 - "$work/rss.log" "$stored" <<'PY'
+import sys
+samples = [int(line.split()[1]) for line in open(sys.argv[1]) if len(line.split()) == 2]
+stored = float(sys.argv[2] or 0)
+if len(samples) > 14 and stored > 0:
+    warm, last = samples[12], samples[-1]
+    after = stored * (len(samples) - 13) / (len(samples) - 1)
+    print(f"RSS after warm-up (60 s): {warm / 1024:.0f} -> {last / 1024:.0f} MiB, "
+          f"{(last - warm) * 1024 / after:.0f} B per crash stored since")
+PY
 
 cargo run --release --quiet --example intake_cost -- "$work/report.ips" fixtures/out/dSYMs.zip 5000 \
   | tee "$work/cost.log"
