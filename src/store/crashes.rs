@@ -31,6 +31,7 @@
 //! - `gd/{group_id}/{device_hash}` → crashes of that device in that group (u64 BE)
 //! - `m/{debug_id}` → [`MissingDebugFile`]
 //! - `q/{seq u64 BE}` → a debug id whose crashes must be symbolicated again
+//! - `n/block` → the last block id handed out (u64 BE), so block ids never repeat
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -115,6 +116,13 @@ const BLOCK_MAX_CRASHES: usize = 64;
 /// is rewritten whole each time a batch adds to it: with 64 KiB blocks the load test's
 /// RSS rose by 70 MiB in its first minute before sled caught up; with 16 KiB it did not.
 const BLOCK_MAX_BYTES: usize = 16 << 10;
+
+/// How far before the open block's first crash a crash may have been received and still
+/// join it.
+const BLOCK_SLACK_MS: u64 = 5_000;
+
+/// The last block id handed out (u64 BE).
+const LAST_BLOCK_KEY: &[u8] = b"n/block";
 
 /// Where a crash is stored: a block and a slot in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -215,13 +223,6 @@ impl<'a> Tx<'a> {
         Ok(self.blocks.get_mut(&block).expect("inserted above"))
     }
 
-    fn block_exists(&self, block: u64) -> Result<bool, StoreError> {
-        match self.blocks.get(&block) {
-            Some(entries) => Ok(!entries.is_empty()),
-            None => Ok(self.tree.contains_key(block_key(block).as_bytes())?),
-        }
-    }
-
     /// The stored bytes of the crash at `at`, pending changes included.
     fn record_bytes(&self, at: Location) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(entries) = self.blocks.get(&at.block) {
@@ -302,14 +303,11 @@ impl Crashes {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Stores the records of several uploads in one atomic batch, skipping any whose
-    /// identity is already stored (or comes earlier in the same batch). One answer per
-    /// upload, in order.
-    pub(super) fn insert_many(
+    fn insert_batch(
         &self,
+        state: &mut WriterState,
         uploads: Vec<Vec<EncodedCrash>>,
     ) -> Result<Vec<Vec<Inserted>>, StoreError> {
-        let mut state = self.lock();
         let mut tx = Tx::new(&self.tree);
         let mut open = state.open;
         let mut answers = Vec::with_capacity(uploads.len());
@@ -350,6 +348,22 @@ impl Crashes {
         Ok(answers)
     }
 
+    /// Stores the records of several uploads in one atomic batch, skipping any whose
+    /// identity is already stored (or comes earlier in the same batch). One answer per
+    /// upload, in order. A failed batch forgets the open block: if that block is what
+    /// cannot be read, the next batch starts a new one.
+    pub(super) fn insert_many(
+        &self,
+        uploads: Vec<Vec<EncodedCrash>>,
+    ) -> Result<Vec<Vec<Inserted>>, StoreError> {
+        let mut state = self.lock();
+        let answers = self.insert_batch(&mut state, uploads);
+        if answers.is_err() {
+            state.open = None;
+        }
+        answers
+    }
+
     pub(super) fn get(&self, id: &str) -> Result<Option<CrashRecord>, StoreError> {
         let Some(at) = Location::parse(id) else {
             return Ok(None);
@@ -378,7 +392,7 @@ impl Crashes {
         new.id = old.id.clone();
         remove(&mut tx, &old, at)?;
         if new.identity != old.identity {
-            remove_identity(&mut tx, &old.identity)?;
+            remove_identity(&mut tx, &old.identity, at)?;
             put_identity(&mut tx, &new.identity, at)?;
         }
         add(&mut tx, &new, at)?;
@@ -402,38 +416,53 @@ impl Crashes {
             return Ok(false);
         };
         remove(&mut tx, &old, at)?;
-        remove_identity(&mut tx, &old.identity)?;
+        remove_identity(&mut tx, &old.identity, at)?;
         tx.block_mut(at.block)?.retain(|(slot, _)| *slot != at.slot);
         tx.commit()?;
         Ok(true)
     }
 
-    /// Deletes every crash received before `cutoff_millis` (Unix milliseconds), a block
-    /// per batch. Returns how many.
+    /// Deletes the crash blocks started before `cutoff_millis` (Unix milliseconds), a
+    /// block per batch; a block takes crashes for up to [`BLOCK_SPAN_MS`] after its
+    /// start, so crashes up to a minute younger than the cutoff may go with it. A block
+    /// or record that no longer decodes is past retention too: it is deleted, and
+    /// whatever it added to the counters stays. Returns how many crashes went.
     pub(super) fn prune_before(&self, cutoff_millis: u64) -> Result<usize, StoreError> {
         let end = block_key(block_at(cutoff_millis));
-        let blocks: Vec<u64> = self
-            .tree
-            .range(b"c/".to_vec()..end.into_bytes())
-            .keys()
-            .map(|key| {
-                let key = key?;
-                parse_block(&key[2..]).ok_or_else(|| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&key).into_owned(),
-                    problem: "not a block key".into(),
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
+        let mut blocks = Vec::new();
+        for key in self.tree.range(b"c/".to_vec()..end.into_bytes()).keys() {
+            let key = key?;
+            match parse_block(&key[2..]) {
+                Some(block) => blocks.push(block),
+                None => tracing::warn!(
+                    key = %String::from_utf8_lossy(&key),
+                    "retention skips a crash key that is not a block"
+                ),
+            }
+        }
         let mut pruned = 0;
         for block in blocks {
             let _state = self.lock();
             let mut tx = Tx::new(&self.tree);
-            let entries = std::mem::take(tx.block_mut(block)?);
+            let entries = match tx.block_mut(block) {
+                Ok(entries) => std::mem::take(entries),
+                Err(err) => {
+                    tracing::warn!(error = %err, "retention deletes an unreadable crash block");
+                    tx.remove(block_key(block));
+                    Vec::new()
+                }
+            };
             for (slot, raw) in &entries {
                 let at = Location { block, slot: *slot };
-                let old = decode_located(at, raw)?;
-                remove(&mut tx, &old, at)?;
-                remove_identity(&mut tx, &old.identity)?;
+                match decode_located(at, raw) {
+                    Ok(old) => {
+                        remove(&mut tx, &old, at)?;
+                        remove_identity(&mut tx, &old.identity, at)?;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "retention deletes an unreadable crash")
+                    }
+                }
                 pruned += 1;
             }
             tx.commit()?;
@@ -547,8 +576,10 @@ fn place(
     encoded: Vec<u8>,
 ) -> Result<Location, StoreError> {
     if let Some(current) = open.as_mut() {
-        let in_span = received_millis >= current.first_millis
-            && received_millis - current.first_millis < BLOCK_SPAN_MS;
+        // Uploads reach the writer slightly out of receive order; a crash stamped a
+        // moment before the open block's first one still belongs in it.
+        let in_span = received_millis + BLOCK_SLACK_MS >= current.first_millis
+            && received_millis < current.first_millis + BLOCK_SPAN_MS;
         if in_span {
             let entries = tx.block_mut(current.block)?;
             let bytes: usize = entries.iter().map(|(_, r)| r.len()).sum();
@@ -567,12 +598,18 @@ fn place(
             }
         }
     }
-    let mut block = block_at(received_millis);
-    // Block ids must never repeat: a clock that stepped back, or two blocks in one
-    // millisecond, take the next free sequence number.
-    while tx.block_exists(block)? {
-        block += 1;
-    }
+    // Block ids only grow (the last one handed out is stored with every new block), so
+    // no id ever names two crashes, even after its block was deleted and the clock
+    // stepped back; two blocks in one millisecond take the next sequence number.
+    let last = tx
+        .get(LAST_BLOCK_KEY)?
+        .and_then(|raw| <[u8; 8]>::try_from(raw.as_slice()).ok())
+        .map(u64::from_be_bytes);
+    let block = match last {
+        Some(last) => block_at(received_millis).max(last + 1),
+        None => block_at(received_millis),
+    };
+    tx.put(LAST_BLOCK_KEY, block.to_be_bytes().to_vec());
     tx.block_mut(block)?.push((0, encoded));
     *open = Some(OpenBlock {
         block,
@@ -730,7 +767,7 @@ const IDENTITY_ENTRY_LEN: usize = 16 + 8 + 2;
 /// Where the crash with this identity is stored, if it is.
 fn find_identity(tx: &Tx<'_>, identity: &str) -> Result<Option<Location>, StoreError> {
     let (key, digest) = identity_entry(identity);
-    let Some(bucket) = tx.get(key.as_bytes())? else {
+    let Some(bucket) = identity_bucket(tx, &key)? else {
         return Ok(None);
     };
     let entries: Vec<&[u8]> = bucket.chunks_exact(IDENTITY_ENTRY_LEN).collect();
@@ -746,9 +783,18 @@ fn find_identity(tx: &Tx<'_>, identity: &str) -> Result<Option<Location>, StoreE
         }))
 }
 
+/// A bucket's entries; a damaged tail that is not a whole entry is dropped, so every
+/// slice below stays in bounds.
+fn identity_bucket(tx: &Tx<'_>, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(tx.get(key.as_bytes())?.map(|mut bucket| {
+        bucket.truncate(bucket.len() - bucket.len() % IDENTITY_ENTRY_LEN);
+        bucket
+    }))
+}
+
 fn put_identity(tx: &mut Tx<'_>, identity: &str, at: Location) -> Result<(), StoreError> {
     let (key, digest) = identity_entry(identity);
-    let mut bucket = tx.get(key.as_bytes())?.unwrap_or_default();
+    let mut bucket = identity_bucket(tx, &key)?.unwrap_or_default();
     let position = bucket
         .chunks_exact(IDENTITY_ENTRY_LEN)
         .position(|entry| entry[..16] >= digest[..])
@@ -767,14 +813,19 @@ fn put_identity(tx: &mut Tx<'_>, identity: &str, at: Location) -> Result<(), Sto
     Ok(())
 }
 
-fn remove_identity(tx: &mut Tx<'_>, identity: &str) -> Result<(), StoreError> {
+/// Removes an identity's entry if it names the crash at `at` (and not another crash
+/// that took the identity over).
+fn remove_identity(tx: &mut Tx<'_>, identity: &str, at: Location) -> Result<(), StoreError> {
     let (key, digest) = identity_entry(identity);
-    let Some(mut bucket) = tx.get(key.as_bytes())? else {
+    let Some(mut bucket) = identity_bucket(tx, &key)? else {
         return Ok(());
     };
+    let mut location = [0u8; 10];
+    location[..8].copy_from_slice(&at.block.to_be_bytes());
+    location[8..].copy_from_slice(&at.slot.to_be_bytes());
     if let Some(position) = bucket
         .chunks_exact(IDENTITY_ENTRY_LEN)
-        .position(|entry| entry[..16] == digest[..])
+        .position(|entry| entry[..16] == digest[..] && entry[16..] == location[..])
     {
         let offset = position * IDENTITY_ENTRY_LEN;
         bucket.drain(offset..offset + IDENTITY_ENTRY_LEN);
@@ -1150,6 +1201,51 @@ mod tests {
         assert_eq!(crashes.group("g").unwrap().unwrap().count, 1);
         assert_eq!(crashes.tree.scan_prefix(b"i/").count(), 1);
         assert_eq!(crashes.tree.scan_prefix(b"gd/").count(), 1);
+    }
+
+    #[test]
+    fn ids_are_never_reused_and_late_arrivals_join_the_open_block() {
+        let (_dir, crashes) = open();
+        let a = insert(&crashes, vec![record("a", "g", "2026-11-25T10:00:05Z")]).remove(0);
+        // Stamped before the open block started (uploads race to the writer).
+        let b = insert(&crashes, vec![record("b", "g", T0)]).remove(0);
+        assert_eq!(a.id[..16], b.id[..16]);
+        assert!(crashes.delete(&a.id).unwrap() && crashes.delete(&b.id).unwrap());
+        assert_eq!(crashes.tree.scan_prefix(b"c/").count(), 0);
+        // The clock stepped back to the same millisecond: still a new id.
+        let c = insert(&crashes, vec![record("c", "g", "2026-11-25T10:00:05Z")]).remove(0);
+        assert!(c.id > b.id, "{} after {}", c.id, b.id);
+    }
+
+    #[test]
+    fn damaged_buckets_and_blocks_do_not_stop_intake_or_retention() {
+        let (_dir, crashes) = open();
+        let a = insert(&crashes, vec![record("a", "g", "2026-08-01T00:00:00Z")]).remove(0);
+        let (bucket, _) = identity_entry("a");
+        let mut damaged = crashes.tree.get(&bucket).unwrap().unwrap().to_vec();
+        damaged.extend_from_slice(&[0xee; 20]);
+        crashes.tree.insert(&bucket, damaged).unwrap();
+        assert!(!insert(&crashes, vec![record("a", "g", T0)])[0].created);
+        // A cut-off entry that starts with the very digest being stored.
+        let (bucket, digest) = identity_entry("z");
+        crashes
+            .tree
+            .insert(&bucket, [&digest[..], &[0; 4]].concat())
+            .unwrap();
+        assert!(insert(&crashes, vec![record("z", "g", T0)])[0].created);
+        assert!(!insert(&crashes, vec![record("z", "g", T0)])[0].created);
+        let block = Location::parse(&a.id).unwrap().block;
+        crashes
+            .tree
+            .insert(block_key(block), &b"garbage"[..])
+            .unwrap();
+        let b = insert(&crashes, vec![record("b", "g", T0)]).remove(0);
+        assert!(b.created);
+        let cutoff = time::macros::datetime!(2026-09-01 00:00 UTC);
+        let millis = (cutoff.unix_timestamp_nanos() / 1_000_000) as u64;
+        crashes.prune_before(millis).unwrap();
+        assert!(crashes.tree.get(block_key(block)).unwrap().is_none());
+        assert!(crashes.get(&b.id).unwrap().is_some());
     }
 
     #[test]
