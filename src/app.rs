@@ -371,7 +371,7 @@ fn spawn_worker(
                 last_prune = Some(Instant::now());
                 let cutoff = time::OffsetDateTime::now_utc()
                     - time::Duration::days(i64::from(retention_days));
-                match intake::prune(&store, cutoff) {
+                match store.prune_crashes_before(cutoff) {
                     Ok(0) => {}
                     Ok(pruned) => tracing::info!(pruned, retention_days, "old crashes deleted"),
                     Err(err) => tracing::error!(error = %err, "retention failed"),

@@ -145,9 +145,6 @@ fn kind_of(object: &Object<'_>, features: Features) -> DebugFileKind {
     }
 }
 
-/// Writes object `object_index` of the file at `path` into `dir` as `object` (its own
-/// bytes, one slice of a fat file) and `symcache`. Hashing and copying the original run
-/// beside the conversion, on a second thread.
 /// Maps the file at `path` and hands `f` the file's bytes and its object
 /// `object_index`.
 fn with_object<T>(
@@ -164,6 +161,9 @@ fn with_object<T>(
     f(&view, &object)
 }
 
+/// Writes object `object_index` of the file at `path` into `dir` as `object` (its own
+/// bytes, one slice of a fat file) and `symcache`. Hashing and copying the original run
+/// beside the conversion, on a second thread.
 pub fn build_symcache(path: &Path, object_index: usize, dir: &Path) -> Result<Built, String> {
     with_object(path, object_index, |view, object| {
         build_in(path, view, object, dir)

@@ -147,11 +147,6 @@ pub fn resymbolicate(
     Ok(changed)
 }
 
-/// Deletes crashes received before `cutoff`. Returns how many.
-pub fn prune(store: &Store, cutoff: time::OffsetDateTime) -> Result<usize, StoreError> {
-    store.prune_crashes_before(cutoff)
-}
-
 #[cfg(test)]
 mod store_tests {
     use super::*;
@@ -208,11 +203,11 @@ mod store_tests {
         assert_eq!(groups[0].count, 3);
         assert_eq!(store.missing_debug_files().unwrap()[0].crash_count, 3);
         let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(90);
-        assert_eq!(prune(&store, cutoff).unwrap(), 2);
+        assert_eq!(store.prune_crashes_before(cutoff).unwrap(), 2);
         assert_eq!(store.groups().unwrap()[0].count, 1);
         assert_eq!(store.missing_debug_files().unwrap()[0].crash_count, 1);
         assert_eq!(store.crashes_in_group(&groups[0].id).unwrap().len(), 1);
-        assert_eq!(prune(&store, cutoff).unwrap(), 0);
+        assert_eq!(store.prune_crashes_before(cutoff).unwrap(), 0);
     }
 
     #[test]

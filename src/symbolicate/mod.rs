@@ -241,7 +241,9 @@ fn symbolicate_frame(
     let mut frame = Frame {
         instruction_addr: addr,
         relative_addr: None,
-        image: raw.image_name.as_deref().map(Arc::from),
+        // Set below: the image slot's shared name, or the report's name for frames
+        // outside every image (no per-frame copy when the image is known).
+        image: None,
         debug_id: None,
         status: FrameStatus::UnknownImage,
         function: raw.symbol.as_deref().map(Arc::from),
@@ -252,11 +254,13 @@ fn symbolicate_frame(
         inlined: false,
     };
     if addr == 0 {
+        frame.image = raw.image_name.as_deref().map(Arc::from);
         frame.status = FrameStatus::Malformed;
         out.push(frame);
         return;
     }
     let Some(slot_index) = index.find(addr) else {
+        frame.image = raw.image_name.as_deref().map(Arc::from);
         // callStackSymbols name system frames without any image address; the name the
         // report carried is all there is, as for Apple's system frames.
         if raw.symbol.is_some() {
