@@ -41,15 +41,18 @@ fn main() {
     let tree = db.open_tree("crashes").expect("tree");
     let mut rng = rand::thread_rng();
     let mut record = vec![0u8; 1500];
-    const BATCH: u64 = 25;
+    // Crashes per block, and whether the per-block index keys are written: knobs for
+    // isolating what each part of the layout costs.
+    let batch_size: u64 = std::env::var("BATCH").map_or(25, |v| v.parse().expect("BATCH"));
+    let index_keys = std::env::var("INDEX").map_or(true, |v| v != "0");
     let started = std::time::Instant::now();
-    for batch in 0..n / BATCH {
+    for batch in 0..n / batch_size {
         let mut writes = sled::Batch::default();
         let mut block = Vec::new();
         let mut buckets = std::collections::BTreeMap::<Vec<u8>, Vec<u8>>::new();
-        for i in 0..BATCH {
+        for i in 0..batch_size {
             rng.fill_bytes(&mut record);
-            let crash = batch * BATCH + i;
+            let crash = batch * batch_size + i;
             let identity = rng.next_u64().to_be_bytes();
             match layout.as_str() {
                 "per-crash" => {
@@ -77,7 +80,9 @@ fn main() {
             }
         }
         if !block.is_empty() {
-            writes.insert(format!("c/{batch:016x}").as_bytes(), block);
+            writes.insert(format!("c/{batch:016x}").as_bytes(), block.clone());
+        }
+        if !block.is_empty() && index_keys {
             writes.insert(format!("gc/g/{batch:016x}").as_bytes(), &[0u8; 50][..]);
             writes.insert(
                 format!("r/app 1.0\0{batch:016x}").as_bytes(),
@@ -92,10 +97,10 @@ fn main() {
         if batch % 4 == 0 {
             db.flush().expect("flush");
         }
-        if (batch * BATCH) % 100_000 == 0 {
+        if (batch * batch_size) % 100_000 == 0 {
             println!(
                 "{:>9} crashes  RSS {:>4} MiB  {:>6.1} s",
-                batch * BATCH,
+                batch * batch_size,
                 rss_mib(),
                 started.elapsed().as_secs_f64()
             );

@@ -9,11 +9,10 @@
 //! makes the server's RSS grow with the number of stored crashes (about 100 bytes per
 //! crash with a record key and four index keys; a random key such as an identity hash
 //! costs the most; `examples/sled_rss.rs` measures it). Keys here therefore hold many
-//! crashes each: crashes received close together share a **block**, the identity index
-//! has a fixed number of buckets, and index entries name a block and list slots in it.
-//! The number of keys grows with blocks (at most one a minute at low rates, one per
-//! ten or so crashes under load), not with crashes. What is left of the growth (about
-//! 25 bytes per crash) is mostly the identity buckets' pages; see benches/README.md.
+//! crashes each: crashes received close together share a **block**, and index entries
+//! name a block and list slots in it. The number of keys grows with blocks (at most one
+//! a minute at low rates, one per ten or so crashes under load), not with crashes. The
+//! identity (dedup) index is not in sled at all: see [`identities`].
 //!
 //! A crash id is its location: `{block:016x}{slot:04x}`. A block id is the receive time
 //! in milliseconds shifted left 16 bits, plus a sequence number, so ids and block keys
@@ -22,8 +21,6 @@
 //! Keys:
 //! - `c/{block:016x}` → crash block: [`BLOCK_MAGIC`] then `[slot u16][len u32][record]`
 //!   per crash, slots ascending; each record is [`RECORD_MAGIC`] then deflated JSON
-//! - `i/{bucket:04x}` → identity entries, sorted: 16 bytes of the identity's digest,
-//!   the block (u64) and the slot (u16), all big-endian
 //! - `g/{group_id}` → [`Group`]
 //! - `gc/{group_id}/{block}`, `r/{release}\0{block}`, `mc/{debug_id}/{block}` → the
 //!   slots (u16 BE each) of that block's crashes in the group, release or needing the
@@ -35,13 +32,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::StoreError;
 use crate::report::CrashReport;
 use crate::scrub::ScrubSummary;
+
+mod identities;
+
+use identities::{Digest, IdentityIndex};
 
 /// A debug file a crash needed and nobody had uploaded when it was symbolicated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +168,14 @@ struct Tx<'a> {
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Blocks read for change; written back (or removed, when empty) on commit.
     blocks: BTreeMap<u64, BlockEntries>,
+    /// Identity index changes, applied to its files once the batch is in sled.
+    identities: BTreeMap<Digest, IdentityChange>,
+}
+
+#[derive(Clone, Copy)]
+enum IdentityChange {
+    Put(Location),
+    Remove(Location),
 }
 
 impl<'a> Tx<'a> {
@@ -174,6 +184,7 @@ impl<'a> Tx<'a> {
             tree,
             pending: BTreeMap::new(),
             blocks: BTreeMap::new(),
+            identities: BTreeMap::new(),
         }
     }
 
@@ -247,7 +258,10 @@ impl<'a> Tx<'a> {
             .transpose()
     }
 
-    fn commit(self) -> Result<(), StoreError> {
+    /// Applies the batch to sled, then its identity changes to the index. An index
+    /// that cannot be written is rebuilt on the next open; until then a retry of one of
+    /// these crashes may be stored twice, which beats failing an upload sled has taken.
+    fn commit(self, index: &mut IdentityIndex) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (key, value) in self.pending {
             match value {
@@ -264,14 +278,25 @@ impl<'a> Tx<'a> {
             }
         }
         self.tree.apply_batch(batch)?;
+        for (digest, change) in self.identities {
+            let written = match change {
+                IdentityChange::Put(at) => index.insert(&digest, at),
+                IdentityChange::Remove(at) => index.remove(&digest, at),
+            };
+            if let Err(err) = written {
+                tracing::error!(error = %err, "identity index write failed; it is rebuilt on restart");
+                index.invalidate();
+            }
+        }
         Ok(())
     }
 }
 
-/// The block new crashes go to while it has room; only the writer lock touches it.
-#[derive(Default)]
+/// What only the writer lock touches: the block new crashes go to while it has room,
+/// and the identity index.
 struct WriterState {
     open: Option<OpenBlock>,
+    identities: IdentityIndex,
 }
 
 #[derive(Clone, Copy)]
@@ -288,11 +313,76 @@ pub(super) struct Crashes {
 }
 
 impl Crashes {
-    pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    /// Opens the crashes tree and the identity index under `identities_dir`, indexing
+    /// the crashes the index may have missed (all of them when it is new).
+    pub(super) fn open(db: &sled::Db, identities_dir: &Path) -> Result<Self, StoreError> {
+        let tree = db.open_tree("crashes")?;
+        let index_error = |source| StoreError::IdentityIndex {
+            path: identities_dir.to_owned(),
+            source,
+        };
+        let (mut identities, from) = IdentityIndex::open(identities_dir).map_err(index_error)?;
+        let started = std::time::Instant::now();
+        let indexed = reindex(&tree, &mut identities, from)?;
+        if indexed > 0 {
+            tracing::info!(
+                crashes = indexed,
+                millis = started.elapsed().as_millis() as u64,
+                "identity index caught up with the crash blocks"
+            );
+        }
+        // Identity buckets of the layout before the index moved out of sled.
+        let mut legacy = sled::Batch::default();
+        for key in tree.scan_prefix(b"i/").keys() {
+            legacy.remove(key?);
+        }
+        tree.apply_batch(legacy)?;
         Ok(Crashes {
-            tree: db.open_tree("crashes")?,
-            writer: std::sync::Mutex::new(WriterState::default()),
+            tree,
+            writer: std::sync::Mutex::new(WriterState {
+                open: None,
+                identities,
+            }),
         })
+    }
+
+    /// Makes the identity index durable for every crash stored so far, so that the next
+    /// open indexes only newer blocks. Returns whether there was anything to do.
+    pub(super) fn checkpoint(&self, db: &sled::Db) -> Result<bool, StoreError> {
+        let (bound, files, dir) = {
+            let mut state = self.lock();
+            let Some(files) = state.identities.take_dirty() else {
+                return Ok(false);
+            };
+            // Crashes in blocks below the bound are in the index now; blocks from it on
+            // (the open block, which may still grow, and newer ones) are indexed again.
+            let bound = match state.open {
+                Some(open) => open.block,
+                None => last_block(&self.tree)?.map_or(0, |last| last + 1),
+            };
+            (bound, files, state.identities.dir().to_owned())
+        };
+        let synced = (|| {
+            // The blocks first: the checkpoint must not claim crashes sled could lose.
+            db.flush()?;
+            for file in files {
+                file.sync_data()
+                    .map_err(|source| StoreError::IdentityIndex {
+                        path: dir.clone(),
+                        source,
+                    })?;
+            }
+            IdentityIndex::write_checkpoint(&dir, bound).map_err(|source| {
+                StoreError::IdentityIndex {
+                    path: dir.clone(),
+                    source,
+                }
+            })
+        })();
+        if synced.is_err() {
+            self.lock().identities.mark_dirty();
+        }
+        synced.map(|()| true)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
@@ -310,6 +400,7 @@ impl Crashes {
     ) -> Result<Vec<Vec<Inserted>>, StoreError> {
         let mut tx = Tx::new(&self.tree);
         let mut open = state.open;
+        let index = &mut state.identities;
         let mut answers = Vec::with_capacity(uploads.len());
         for upload in uploads {
             let mut out = Vec::with_capacity(upload.len());
@@ -319,8 +410,13 @@ impl Crashes {
                 received_millis,
             } in upload
             {
-                if let Some(at) = find_identity(&tx, &record.identity)? {
-                    if let Some(stored) = tx.record(at)? {
+                let digest = identity_digest(&record.identity);
+                if let Some(at) = find_identity(&tx, index, &digest)? {
+                    // The index may name a crash that is gone (see `identities`).
+                    if let Some(stored) = tx
+                        .record(at)?
+                        .filter(|stored| stored.identity == record.identity)
+                    {
                         out.push(Inserted {
                             id: at.id(),
                             group_id: stored.group_id,
@@ -332,7 +428,7 @@ impl Crashes {
                 }
                 let at = place(&mut tx, &mut open, received_millis, encoded)?;
                 record.id = at.id();
-                put_identity(&mut tx, &record.identity, at)?;
+                tx.identities.insert(digest, IdentityChange::Put(at));
                 add(&mut tx, &record, at)?;
                 out.push(Inserted {
                     id: record.id,
@@ -343,7 +439,7 @@ impl Crashes {
             }
             answers.push(out);
         }
-        tx.commit()?;
+        tx.commit(index)?;
         state.open = open;
         Ok(answers)
     }
@@ -381,7 +477,7 @@ impl Crashes {
         let Some(at) = Location::parse(id) else {
             return Ok(None);
         };
-        let _state = self.lock();
+        let mut state = self.lock();
         let mut tx = Tx::new(&self.tree);
         let Some(old) = tx.record(at)? else {
             return Ok(None);
@@ -390,18 +486,16 @@ impl Crashes {
             return Ok(None);
         };
         new.id = old.id.clone();
+        // A crash keeps the identity it arrived with: it is how retries find it.
+        new.identity = old.identity.clone();
         remove(&mut tx, &old, at)?;
-        if new.identity != old.identity {
-            remove_identity(&mut tx, &old.identity, at)?;
-            put_identity(&mut tx, &new.identity, at)?;
-        }
         add(&mut tx, &new, at)?;
         let encoded = encode_record(&new)?;
         let entries = tx.block_mut(at.block)?;
         if let Some(entry) = entries.iter_mut().find(|(slot, _)| *slot == at.slot) {
             entry.1 = encoded;
         }
-        tx.commit()?;
+        tx.commit(&mut state.identities)?;
         Ok(Some(new))
     }
 
@@ -410,15 +504,15 @@ impl Crashes {
         let Some(at) = Location::parse(id) else {
             return Ok(false);
         };
-        let _state = self.lock();
+        let mut state = self.lock();
         let mut tx = Tx::new(&self.tree);
         let Some(old) = tx.record(at)? else {
             return Ok(false);
         };
         remove(&mut tx, &old, at)?;
-        remove_identity(&mut tx, &old.identity, at)?;
+        remove_identity(&mut tx, &old.identity, at);
         tx.block_mut(at.block)?.retain(|(slot, _)| *slot != at.slot);
-        tx.commit()?;
+        tx.commit(&mut state.identities)?;
         Ok(true)
     }
 
@@ -442,7 +536,7 @@ impl Crashes {
         }
         let mut pruned = 0;
         for block in blocks {
-            let _state = self.lock();
+            let mut state = self.lock();
             let mut tx = Tx::new(&self.tree);
             let entries = match tx.block_mut(block) {
                 Ok(entries) => std::mem::take(entries),
@@ -457,7 +551,7 @@ impl Crashes {
                 match decode_located(at, raw) {
                     Ok(old) => {
                         remove(&mut tx, &old, at)?;
-                        remove_identity(&mut tx, &old.identity, at)?;
+                        remove_identity(&mut tx, &old.identity, at);
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "retention deletes an unreadable crash")
@@ -465,7 +559,7 @@ impl Crashes {
                 }
                 pruned += 1;
             }
-            tx.commit()?;
+            tx.commit(&mut state.identities)?;
         }
         Ok(pruned)
     }
@@ -601,10 +695,7 @@ fn place(
     // Block ids only grow (the last one handed out is stored with every new block), so
     // no id ever names two crashes, even after its block was deleted and the clock
     // stepped back; two blocks in one millisecond take the next sequence number.
-    let last = tx
-        .get(LAST_BLOCK_KEY)?
-        .and_then(|raw| <[u8; 8]>::try_from(raw.as_slice()).ok())
-        .map(u64::from_be_bytes);
+    let last = tx.get(LAST_BLOCK_KEY)?.and_then(|raw| parse_u64(&raw));
     let block = match last {
         Some(last) => block_at(received_millis).max(last + 1),
         None => block_at(received_millis),
@@ -751,91 +842,82 @@ fn decode_located(at: Location, raw: &[u8]) -> Result<CrashRecord, StoreError> {
     Ok(record)
 }
 
-/// An identity's bucket key and its 16-byte entry prefix. Hashing again spreads any
-/// identity text evenly over the buckets.
-fn identity_entry(identity: &str) -> (String, [u8; 16]) {
-    let digest = Sha256::digest(identity.as_bytes());
-    // 65,536 buckets: a fixed key count, each bucket's value growing with the store.
-    let bucket = u16::from_be_bytes([digest[0], digest[1]]);
-    let mut entry = [0u8; 16];
-    entry.copy_from_slice(&digest[2..18]);
-    (format!("i/{bucket:04x}"), entry)
+fn identity_digest(identity: &str) -> Digest {
+    Sha256::digest(identity.as_bytes())[..16]
+        .try_into()
+        .expect("16 bytes")
 }
 
-const IDENTITY_ENTRY_LEN: usize = 16 + 8 + 2;
-
-/// Where the crash with this identity is stored, if it is.
-fn find_identity(tx: &Tx<'_>, identity: &str) -> Result<Option<Location>, StoreError> {
-    let (key, digest) = identity_entry(identity);
-    let Some(bucket) = identity_bucket(tx, &key)? else {
-        return Ok(None);
+/// Where the crash with this identity is stored, if anywhere, pending changes included.
+fn find_identity(
+    tx: &Tx<'_>,
+    index: &IdentityIndex,
+    digest: &Digest,
+) -> Result<Option<Location>, StoreError> {
+    let stored = || {
+        index
+            .find(digest)
+            .map_err(|source| StoreError::IdentityIndex {
+                path: index.dir().to_owned(),
+                source,
+            })
     };
-    let entries: Vec<&[u8]> = bucket.chunks_exact(IDENTITY_ENTRY_LEN).collect();
-    Ok(entries
-        .binary_search_by(|entry| entry[..16].cmp(&digest[..]))
-        .ok()
-        .map(|i| {
-            let entry = entries[i];
-            Location {
-                block: u64::from_be_bytes(entry[16..24].try_into().expect("8 bytes")),
-                slot: u16::from_be_bytes([entry[24], entry[25]]),
+    match tx.identities.get(digest) {
+        Some(IdentityChange::Put(at)) => Ok(Some(*at)),
+        Some(IdentityChange::Remove(gone)) => Ok(stored()?.filter(|at| at != gone)),
+        None => stored(),
+    }
+}
+
+fn remove_identity(tx: &mut Tx<'_>, identity: &str, at: Location) {
+    tx.identities
+        .insert(identity_digest(identity), IdentityChange::Remove(at));
+}
+
+fn parse_u64(raw: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(raw).ok().map(u64::from_be_bytes)
+}
+
+fn last_block(tree: &sled::Tree) -> Result<Option<u64>, StoreError> {
+    Ok(tree.get(LAST_BLOCK_KEY)?.and_then(|raw| parse_u64(&raw)))
+}
+
+/// Puts every crash in blocks from `from` on into the identity index. A block or record
+/// that does not decode is skipped: it cannot be found by identity, nor read.
+fn reindex(tree: &sled::Tree, index: &mut IdentityIndex, from: u64) -> Result<usize, StoreError> {
+    let mut indexed = 0;
+    for item in tree.range(block_key(from).into_bytes()..b"c0".to_vec()) {
+        let (key, raw) = item?;
+        let Some(block) = parse_block(&key[2..]) else {
+            continue;
+        };
+        let key = block_key(block);
+        let entries = match block_entries(&key, &raw) {
+            Ok(entries) => entries,
+            Err(err) => {
+                tracing::warn!(error = %err, "identity index skips an unreadable crash block");
+                continue;
             }
-        }))
-}
-
-/// A bucket's entries; a damaged tail that is not a whole entry is dropped, so every
-/// slice below stays in bounds.
-fn identity_bucket(tx: &Tx<'_>, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(tx.get(key.as_bytes())?.map(|mut bucket| {
-        bucket.truncate(bucket.len() - bucket.len() % IDENTITY_ENTRY_LEN);
-        bucket
-    }))
-}
-
-fn put_identity(tx: &mut Tx<'_>, identity: &str, at: Location) -> Result<(), StoreError> {
-    let (key, digest) = identity_entry(identity);
-    let mut bucket = identity_bucket(tx, &key)?.unwrap_or_default();
-    let position = bucket
-        .chunks_exact(IDENTITY_ENTRY_LEN)
-        .position(|entry| entry[..16] >= digest[..])
-        .unwrap_or(bucket.len() / IDENTITY_ENTRY_LEN);
-    let mut entry = Vec::with_capacity(IDENTITY_ENTRY_LEN);
-    entry.extend_from_slice(&digest);
-    entry.extend_from_slice(&at.block.to_be_bytes());
-    entry.extend_from_slice(&at.slot.to_be_bytes());
-    let offset = position * IDENTITY_ENTRY_LEN;
-    if bucket.get(offset..offset + 16) == Some(&digest[..]) {
-        bucket[offset..offset + IDENTITY_ENTRY_LEN].copy_from_slice(&entry);
-    } else {
-        bucket.splice(offset..offset, entry);
+        };
+        for (slot, record) in entries {
+            let at = Location { block, slot };
+            match decode_located(at, record) {
+                Ok(record) => {
+                    index
+                        .insert(&identity_digest(&record.identity), at)
+                        .map_err(|source| StoreError::IdentityIndex {
+                            path: index.dir().to_owned(),
+                            source,
+                        })?;
+                    indexed += 1;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "identity index skips an unreadable crash")
+                }
+            }
+        }
     }
-    tx.put(key, bucket);
-    Ok(())
-}
-
-/// Removes an identity's entry if it names the crash at `at` (and not another crash
-/// that took the identity over).
-fn remove_identity(tx: &mut Tx<'_>, identity: &str, at: Location) -> Result<(), StoreError> {
-    let (key, digest) = identity_entry(identity);
-    let Some(mut bucket) = identity_bucket(tx, &key)? else {
-        return Ok(());
-    };
-    let mut location = [0u8; 10];
-    location[..8].copy_from_slice(&at.block.to_be_bytes());
-    location[8..].copy_from_slice(&at.slot.to_be_bytes());
-    if let Some(position) = bucket
-        .chunks_exact(IDENTITY_ENTRY_LEN)
-        .position(|entry| entry[..16] == digest[..] && entry[16..] == location[..])
-    {
-        let offset = position * IDENTITY_ENTRY_LEN;
-        bucket.drain(offset..offset + IDENTITY_ENTRY_LEN);
-    }
-    if bucket.is_empty() {
-        tx.remove(key);
-    } else {
-        tx.put(key, bucket);
-    }
-    Ok(())
+    Ok(indexed)
 }
 
 /// Index keys end in the block; the value lists slots.
@@ -991,8 +1073,8 @@ fn remove(tx: &mut Tx<'_>, record: &CrashRecord, at: Location) -> Result<(), Sto
 fn read_u64(tx: &Tx<'_>, key: &str) -> Result<u64, StoreError> {
     Ok(tx
         .get(key.as_bytes())?
-        .and_then(|raw| <[u8; 8]>::try_from(raw.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes))
+        .and_then(|raw| parse_u64(&raw))
+        .unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -1026,9 +1108,14 @@ mod tests {
 
     fn open() -> (tempfile::TempDir, Crashes) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let crashes = Crashes::open(&db).unwrap();
+        let (_, crashes) = open_in(dir.path());
         (dir, crashes)
+    }
+
+    fn open_in(dir: &Path) -> (sled::Db, Crashes) {
+        let db = sled::open(dir.join("db")).unwrap();
+        let crashes = Crashes::open(&db, &dir.join("identities")).unwrap();
+        (db, crashes)
     }
 
     fn insert(crashes: &Crashes, records: Vec<CrashRecord>) -> Vec<Inserted> {
@@ -1126,14 +1213,13 @@ mod tests {
     fn a_retry_after_a_restart_is_still_a_duplicate() {
         let dir = tempfile::tempdir().unwrap();
         let first = {
-            let db = sled::open(dir.path()).unwrap();
-            let crashes = Crashes::open(&db).unwrap();
+            let (db, crashes) = open_in(dir.path());
             let first = insert(&crashes, vec![record("r", "g", T0)]).remove(0);
             db.flush().unwrap();
             first
         };
-        let db = sled::open(dir.path()).unwrap();
-        let crashes = Crashes::open(&db).unwrap();
+        // Killed before any checkpoint: the index is rebuilt from the blocks.
+        let (db, crashes) = open_in(dir.path());
         // The open block is forgotten: a new crash starts a block of its own.
         let again = insert(
             &crashes,
@@ -1147,6 +1233,31 @@ mod tests {
         assert!(again[1].created);
         assert_ne!(again[1].id[..16], first.id[..16]);
         assert_eq!(crashes.group("g").unwrap().unwrap().count, 2);
+
+        // A checkpoint, then more crashes in the open block and in a later one.
+        assert!(crashes.checkpoint(&db).unwrap());
+        assert!(!crashes.checkpoint(&db).unwrap(), "nothing new to sync");
+        let later = insert(
+            &crashes,
+            vec![
+                record("t", "g", "2026-11-25T10:00:02Z"),
+                record("u", "g", "2026-11-25T11:00:00Z"),
+            ],
+        );
+        db.flush().unwrap();
+        drop((db, crashes));
+        let (_db, crashes) = open_in(dir.path());
+        for (identity, id) in [
+            ("r", &first.id),
+            ("s", &again[1].id),
+            ("t", &later[0].id),
+            ("u", &later[1].id),
+        ] {
+            let retry = insert(&crashes, vec![record(identity, "g", T0)]).remove(0);
+            assert!(!retry.created, "{identity}");
+            assert_eq!(&retry.id, id);
+        }
+        assert_eq!(crashes.group("g").unwrap().unwrap().count, 4);
     }
 
     #[test]
@@ -1197,10 +1308,13 @@ mod tests {
         let millis = (cutoff.unix_timestamp_nanos() / 1_000_000) as u64;
         assert_eq!(crashes.prune_before(millis).unwrap(), 2);
         assert_eq!(crashes.prune_before(millis).unwrap(), 0);
-        assert_eq!(crashes.in_group("g").unwrap(), vec![kept.id]);
+        assert_eq!(crashes.in_group("g").unwrap(), vec![kept.id.clone()]);
         assert_eq!(crashes.group("g").unwrap().unwrap().count, 1);
-        assert_eq!(crashes.tree.scan_prefix(b"i/").count(), 1);
         assert_eq!(crashes.tree.scan_prefix(b"gd/").count(), 1);
+        let index = &crashes.lock().identities;
+        assert_eq!(index.find(&identity_digest("old1")).unwrap(), None);
+        let kept_at = Location::parse(&kept.id);
+        assert_eq!(index.find(&identity_digest("new")).unwrap(), kept_at);
     }
 
     #[test]
@@ -1218,34 +1332,63 @@ mod tests {
     }
 
     #[test]
-    fn damaged_buckets_and_blocks_do_not_stop_intake_or_retention() {
-        let (_dir, crashes) = open();
-        let a = insert(&crashes, vec![record("a", "g", "2026-08-01T00:00:00Z")]).remove(0);
-        let (bucket, _) = identity_entry("a");
-        let mut damaged = crashes.tree.get(&bucket).unwrap().unwrap().to_vec();
-        damaged.extend_from_slice(&[0xee; 20]);
-        crashes.tree.insert(&bucket, damaged).unwrap();
-        assert!(!insert(&crashes, vec![record("a", "g", T0)])[0].created);
-        // A cut-off entry that starts with the very digest being stored.
-        let (bucket, digest) = identity_entry("z");
-        crashes
-            .tree
-            .insert(&bucket, [&digest[..], &[0; 4]].concat())
+    fn stale_index_entries_and_damaged_blocks_do_not_stop_intake_or_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, crashes) = open_in(dir.path());
+        // Identity buckets of the old layout go on open.
+        db.open_tree("crashes")
+            .unwrap()
+            .insert("i/0001", &b"old"[..])
             .unwrap();
-        assert!(insert(&crashes, vec![record("z", "g", T0)])[0].created);
+        drop((db, crashes));
+        let (db, crashes) = open_in(dir.path());
+        assert!(crashes.tree.get("i/0001").unwrap().is_none());
+
+        let a = insert(&crashes, vec![record("a", "g", "2026-08-01T00:00:00Z")]).remove(0);
+        let at_a = Location::parse(&a.id).unwrap();
+        // An entry that names a crash with another identity (a batch lost to a kill,
+        // its location taken since) is not a duplicate.
+        crashes
+            .lock()
+            .identities
+            .insert(&identity_digest("z"), at_a)
+            .unwrap();
+        let z = insert(&crashes, vec![record("z", "g", T0)]).remove(0);
+        assert!(z.created);
         assert!(!insert(&crashes, vec![record("z", "g", T0)])[0].created);
-        let block = Location::parse(&a.id).unwrap().block;
+        assert!(!insert(&crashes, vec![record("a", "g", T0)])[0].created);
+        // An entry that names nothing at all.
+        let nowhere = Location { block: 1, slot: 0 };
+        crashes
+            .lock()
+            .identities
+            .insert(&identity_digest("y"), nowhere)
+            .unwrap();
+        assert!(insert(&crashes, vec![record("y", "g", T0)])[0].created);
+
         crashes
             .tree
-            .insert(block_key(block), &b"garbage"[..])
+            .insert(block_key(at_a.block), &b"garbage"[..])
             .unwrap();
         let b = insert(&crashes, vec![record("b", "g", T0)]).remove(0);
         assert!(b.created);
         let cutoff = time::macros::datetime!(2026-09-01 00:00 UTC);
         let millis = (cutoff.unix_timestamp_nanos() / 1_000_000) as u64;
         crashes.prune_before(millis).unwrap();
-        assert!(crashes.tree.get(block_key(block)).unwrap().is_none());
+        assert!(crashes.tree.get(block_key(at_a.block)).unwrap().is_none());
         assert!(crashes.get(&b.id).unwrap().is_some());
+        // A rebuild skips what does not decode.
+        crashes
+            .tree
+            .insert(
+                block_key(Location::parse(&b.id).unwrap().block + 1),
+                &b"junk"[..],
+            )
+            .unwrap();
+        drop((db, crashes));
+        std::fs::remove_dir_all(dir.path().join("identities")).unwrap();
+        let (_db, crashes) = open_in(dir.path());
+        assert!(!insert(&crashes, vec![record("b", "g", T0)])[0].created);
     }
 
     #[test]

@@ -57,6 +57,12 @@ pub enum StoreError {
     /// The crash writer thread failed a batch or is gone.
     #[error("store: crash writer: {0}")]
     Writer(String),
+    #[error("store: identity index under {path}: {source}")]
+    IdentityIndex {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A write waiting to be flushed; see [`Store::durable`].
@@ -153,6 +159,28 @@ fn run_flusher(db: sled::Db, shared: Arc<FlushShared>) {
 }
 
 /// One upload's crashes on their way to the writer thread.
+/// How often the identity index is made durable: after a kill, at most this long of
+/// crashes is indexed again on the next open (about a second per 100k crashes).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
+
+fn run_checkpoints(db: sled::Db, crashes: Arc<crashes::Crashes>, shared: Arc<FlushShared>) {
+    loop {
+        {
+            let state = shared.lock();
+            let (state, _) = shared
+                .wake
+                .wait_timeout_while(state, CHECKPOINT_EVERY, |state| !state.stop)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.stop {
+                return;
+            }
+        }
+        if let Err(err) = crashes.checkpoint(&db) {
+            tracing::error!(error = %err, "identity index checkpoint failed; retrying later");
+        }
+    }
+}
+
 struct InsertJob {
     crashes: Vec<EncodedCrash>,
     reply: tokio::sync::oneshot::Sender<Result<Vec<Inserted>, StoreError>>,
@@ -242,7 +270,7 @@ impl Store {
             .cache_capacity(8 << 20)
             .open()?;
         let debug_files = db.open_tree("debug_files")?;
-        let crashes = Arc::new(crashes::Crashes::open(&db)?);
+        let crashes = Arc::new(crashes::Crashes::open(&db, &data_dir.join("identities"))?);
         let flush = Arc::new(FlushShared {
             state: Mutex::new(FlushState::default()),
             wake: Condvar::new(),
@@ -260,6 +288,12 @@ impl Store {
         std::thread::Builder::new()
             .name("crashbox-flush".into())
             .spawn(move || run_flusher(thread_db, thread_shared))
+            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        let (thread_db, thread_shared, thread_crashes) =
+            (db.clone(), flush.clone(), crashes.clone());
+        std::thread::Builder::new()
+            .name("crashbox-checkpoint".into())
+            .spawn(move || run_checkpoints(thread_db, thread_crashes, thread_shared))
             .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         Ok(Store {
             db,
@@ -446,7 +480,9 @@ impl Store {
 
     /// Writes everything buffered to disk; called on shutdown.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        if !self.crashes.checkpoint(&self.db)? {
+            self.db.flush()?;
+        }
         Ok(())
     }
 }

@@ -337,7 +337,7 @@ fn a_2xx_crash_survives_kill_9() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let restarted = serve(root.path());
-    for id in ids {
+    for id in &ids {
         let status = agent
             .get(format!("{}/api/v1/crashes/{id}", restarted.url))
             .header("Authorization", &format!("Bearer {token}"))
@@ -347,4 +347,15 @@ fn a_2xx_crash_survives_kill_9() {
             .as_u16();
         assert_eq!(status, 200, "{id} was lost");
     }
+    // The identity index had no checkpoint to lean on: a retry is still found.
+    let body = std::fs::read(fixture("out/reports/fixture_v1.ips")).unwrap();
+    let mut response = agent
+        .post(format!("{}/api/v1/crashes", restarted.url))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "a retry after kill -9");
+    let answer: Value =
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(answer["id"], ids[0]);
 }
