@@ -40,7 +40,8 @@ fn main() {
         .expect("sled");
     let tree = db.open_tree("crashes").expect("tree");
     let mut rng = rand::thread_rng();
-    let mut record = vec![0u8; 1500];
+    let record_len: usize = std::env::var("RECORD").map_or(1500, |v| v.parse().expect("RECORD"));
+    let mut record = vec![0u8; record_len];
     // Crashes per block, and whether the per-block index keys are written: knobs for
     // isolating what each part of the layout costs.
     let batch_size: u64 = std::env::var("BATCH").map_or(25, |v| v.parse().expect("BATCH"));
@@ -92,7 +93,7 @@ fn main() {
         for (key, bucket) in buckets {
             writes.insert(key, bucket);
         }
-        writes.insert(&b"g/g"[..], &record[..300]);
+        writes.insert(&b"g/g"[..], &record[..record.len().min(300)]);
         tree.apply_batch(writes).expect("batch");
         if batch % 4 == 0 {
             db.flush().expect("flush");

@@ -1,26 +1,30 @@
-//! Stored crashes, their groups and the missing-debug-file list, in one sled tree.
+//! Stored crashes, their groups and the missing-debug-file list: one sled tree for
+//! blocks, indexes and counters, the crash log for the records themselves, and the
+//! identity index for retries.
 //!
-//! Everything about crashes lives in the `crashes` tree under key prefixes, so that
-//! one crash's record, its index entries and every counter it moves are written in one
-//! atomic `sled::Batch`: a kill at any moment leaves the counters matching the crashes.
-//! Read-modify-write happens under one writer lock; reads take no lock.
+//! Everything in sled about crashes lives in the `crashes` tree under key prefixes, so
+//! that one crash's block entry, its index entries and every counter it moves are
+//! written in one atomic `sled::Batch`: a kill at any moment leaves the counters
+//! matching the crashes. Its record goes to the crash log ([`log`]) first, synced
+//! before that batch is applied. Read-modify-write happens under one writer lock;
+//! reads take no lock.
 //!
-//! sled keeps metadata in memory for every page it has ever written, so a key per crash
-//! makes the server's RSS grow with the number of stored crashes (about 100 bytes per
-//! crash with a record key and four index keys; a random key such as an identity hash
-//! costs the most; `examples/sled_rss.rs` measures it). Keys here therefore hold many
-//! crashes each: crashes received close together share a **block**, and index entries
-//! name a block and list slots in it. The number of keys grows with blocks (at most one
-//! a minute at low rates, one per ten or so crashes under load), not with crashes. The
-//! identity (dedup) index is not in sled at all: see [`identities`].
+//! sled keeps metadata in memory for every page it has ever written, so its RSS grows
+//! with the pages it holds (about 100 bytes per crash with a record key and four index
+//! keys per crash; 8 bytes per crash with records in blocks of ten; `examples/sled_rss.rs`
+//! and benches/README.md). So sled holds no record bytes and no key per crash: crashes
+//! received close together share a **block** (up to 256, 18 bytes each), index entries
+//! name a block and list slots in it, and the identity (dedup) index is files of its
+//! own ([`identities`]). sled's pages then grow by about one per hundred crashes.
 //!
 //! A crash id is its location: `{block:016x}{slot:04x}`. A block id is the receive time
 //! in milliseconds shifted left 16 bits, plus a sequence number, so ids and block keys
 //! sort by arrival time and retention drops whole blocks.
 //!
 //! Keys:
-//! - `c/{block:016x}` → crash block: [`BLOCK_MAGIC`] then `[slot u16][len u32][record]`
-//!   per crash, slots ascending; each record is [`RECORD_MAGIC`] then deflated JSON
+//! - `c/{block:016x}` → crash block: [`BLOCK_MAGIC`] then `[slot u16][segment u32]
+//!   [offset u64][len u32]` per crash, slots ascending, naming its record in the crash
+//!   log; each record is [`RECORD_MAGIC`] then deflated JSON
 //! - `g/{group_id}` → [`Group`]
 //! - `gc/{group_id}/{block}`, `r/{release}\0{block}`, `mc/{debug_id}/{block}` → the
 //!   slots (u16 BE each) of that block's crashes in the group, release or needing the
@@ -42,8 +46,10 @@ use crate::report::CrashReport;
 use crate::scrub::ScrubSummary;
 
 mod identities;
+mod log;
 
 use identities::{Digest, IdentityIndex};
+use log::{Appends, CrashLog, LogWriter, RecordRef};
 
 /// A debug file a crash needed and nobody had uploaded when it was symbolicated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,12 +118,11 @@ pub struct Inserted {
 
 /// A block takes crashes received within this long after its first one...
 const BLOCK_SPAN_MS: u64 = 60_000;
-/// ...up to this many...
-const BLOCK_MAX_CRASHES: usize = 64;
-/// ...and this many bytes of records; a larger record gets a block of its own. A block
-/// is rewritten whole each time a batch adds to it: with 64 KiB blocks the load test's
-/// RSS rose by 70 MiB in its first minute before sled caught up; with 16 KiB it did not.
-const BLOCK_MAX_BYTES: usize = 16 << 10;
+/// ...up to this many. A block is rewritten whole each time a batch adds to it, and
+/// holds 18 bytes per crash (its records are in the crash log), so 256 crashes make a
+/// 4.6 KiB value. Fewer, fuller blocks mean fewer sled pages, and sled's memory grows
+/// with its pages.
+const BLOCK_MAX_CRASHES: usize = 256;
 
 /// How far before the open block's first crash a crash may have been received and still
 /// join it.
@@ -159,12 +164,17 @@ fn block_key(block: u64) -> String {
     format!("c/{block:016x}")
 }
 
-/// One block's crashes: `(slot, stored record bytes)`, slots ascending.
-type BlockEntries = Vec<(u16, Vec<u8>)>;
+/// One block's crashes: `(slot, where its record is)`, slots ascending.
+type BlockEntries = Vec<(u16, RecordRef)>;
 
 /// Pending writes of one atomic batch, readable before they are applied.
 struct Tx<'a> {
     tree: &'a sled::Tree,
+    log: &'a CrashLog,
+    /// Records for the crash log, written (and synced) before the sled batch.
+    appends: Appends,
+    /// Records no block names after this batch; zeroed once it is applied.
+    garbage: Vec<RecordRef>,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Blocks read for change; written back (or removed, when empty) on commit.
     blocks: BTreeMap<u64, BlockEntries>,
@@ -179,9 +189,21 @@ enum IdentityChange {
 }
 
 impl<'a> Tx<'a> {
-    fn new(tree: &'a sled::Tree) -> Self {
+    /// A transaction that only reads.
+    fn new(tree: &'a sled::Tree, log: &'a CrashLog) -> Self {
+        Self::appending(tree, log, Appends::none())
+    }
+
+    fn writing(tree: &'a sled::Tree, log: &'a CrashLog, writer: &LogWriter) -> Self {
+        Self::appending(tree, log, Appends::new(writer))
+    }
+
+    fn appending(tree: &'a sled::Tree, log: &'a CrashLog, appends: Appends) -> Self {
         Tx {
             tree,
+            log,
+            appends,
+            garbage: Vec::new(),
             pending: BTreeMap::new(),
             blocks: BTreeMap::new(),
             identities: BTreeMap::new(),
@@ -223,10 +245,7 @@ impl<'a> Tx<'a> {
         if !self.blocks.contains_key(&block) {
             let key = block_key(block);
             let entries = match self.tree.get(key.as_bytes())? {
-                Some(raw) => block_entries(&key, &raw)?
-                    .into_iter()
-                    .map(|(slot, record)| (slot, record.to_vec()))
-                    .collect(),
+                Some(raw) => block_entries(&key, &raw)?,
                 None => Vec::new(),
             };
             self.blocks.insert(block, entries);
@@ -234,22 +253,42 @@ impl<'a> Tx<'a> {
         Ok(self.blocks.get_mut(&block).expect("inserted above"))
     }
 
-    /// The stored bytes of the crash at `at`, pending changes included.
-    fn record_bytes(&self, at: Location) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(entries) = self.blocks.get(&at.block) {
-            return Ok(entries
+    /// Where the record of the crash at `at` is, pending changes included.
+    fn record_ref(&self, at: Location) -> Result<Option<RecordRef>, StoreError> {
+        let find = |entries: &[(u16, RecordRef)]| {
+            entries
                 .iter()
                 .find(|(slot, _)| *slot == at.slot)
-                .map(|(_, record)| record.clone()));
+                .map(|(_, record)| *record)
+        };
+        if let Some(entries) = self.blocks.get(&at.block) {
+            return Ok(find(entries));
         }
         let key = block_key(at.block);
         let Some(raw) = self.tree.get(key.as_bytes())? else {
             return Ok(None);
         };
-        Ok(block_entries(&key, &raw)?
-            .into_iter()
-            .find(|(slot, _)| *slot == at.slot)
-            .map(|(_, record)| record.to_vec()))
+        Ok(find(&block_entries(&key, &raw)?))
+    }
+
+    /// A record's bytes, from this batch's appends or from the crash log.
+    fn read(&self, record: RecordRef) -> Result<Vec<u8>, StoreError> {
+        match self.appends.get(record) {
+            Some(bytes) => Ok(bytes.to_vec()),
+            None => self
+                .log
+                .read(record)
+                .map_err(|source| StoreError::CrashLog {
+                    segment: record.segment,
+                    source,
+                }),
+        }
+    }
+
+    fn record_bytes(&self, at: Location) -> Result<Option<Vec<u8>>, StoreError> {
+        self.record_ref(at)?
+            .map(|record| self.read(record))
+            .transpose()
     }
 
     fn record(&self, at: Location) -> Result<Option<CrashRecord>, StoreError> {
@@ -258,10 +297,19 @@ impl<'a> Tx<'a> {
             .transpose()
     }
 
-    /// Applies the batch to sled, then its identity changes to the index. An index
-    /// that cannot be written is rebuilt on the next open; until then a retry of one of
-    /// these crashes may be stored twice, which beats failing an upload sled has taken.
-    fn commit(self, index: &mut IdentityIndex) -> Result<(), StoreError> {
+    /// Writes and syncs the batch's records to the crash log, applies the batch to
+    /// sled, zeroes the records it dropped, then applies its identity changes to the
+    /// index. An index that cannot be written is rebuilt on the next open; until then a
+    /// retry of one of these crashes may be stored twice, which beats failing an upload
+    /// sled has taken.
+    fn commit(self, state: &mut WriterState) -> Result<(), StoreError> {
+        state
+            .log
+            .append(&self.appends)
+            .map_err(|source| StoreError::CrashLog {
+                segment: state.log.segment(),
+                source,
+            })?;
         let mut batch = sled::Batch::default();
         for (key, value) in self.pending {
             match value {
@@ -278,6 +326,12 @@ impl<'a> Tx<'a> {
             }
         }
         self.tree.apply_batch(batch)?;
+        for record in self.garbage {
+            if let Err(err) = self.log.erase(record) {
+                tracing::warn!(error = %err, segment = record.segment, "cannot erase a dropped crash record");
+            }
+        }
+        let index = &mut state.identities;
         for (digest, change) in self.identities {
             let written = match change {
                 IdentityChange::Put(at) => index.insert(&digest, at),
@@ -297,6 +351,7 @@ impl<'a> Tx<'a> {
 struct WriterState {
     open: Option<OpenBlock>,
     identities: IdentityIndex,
+    log: LogWriter,
 }
 
 #[derive(Clone, Copy)]
@@ -309,21 +364,32 @@ struct OpenBlock {
 
 pub(super) struct Crashes {
     tree: sled::Tree,
+    log: CrashLog,
     writer: std::sync::Mutex<WriterState>,
 }
 
 impl Crashes {
     /// Opens the crashes tree and the identity index under `identities_dir`, indexing
     /// the crashes the index may have missed (all of them when it is new).
-    pub(super) fn open(db: &sled::Db, identities_dir: &Path) -> Result<Self, StoreError> {
+    /// Opens the crashes tree, the crash log under `data_dir/crashes` and the identity
+    /// index under `data_dir/identities`, indexing the crashes the index may have missed
+    /// (all of them when it is new).
+    pub(super) fn open(db: &sled::Db, data_dir: &Path) -> Result<Self, StoreError> {
         let tree = db.open_tree("crashes")?;
+        let log_dir = data_dir.join("crashes");
+        let (log, log_writer) =
+            CrashLog::open(&log_dir).map_err(|source| StoreError::CrashLog {
+                segment: u32::MAX,
+                source,
+            })?;
+        let identities_dir = &data_dir.join("identities");
         let index_error = |source| StoreError::IdentityIndex {
             path: identities_dir.to_owned(),
             source,
         };
         let (mut identities, from) = IdentityIndex::open(identities_dir).map_err(index_error)?;
         let started = std::time::Instant::now();
-        let indexed = reindex(&tree, &mut identities, from)?;
+        let indexed = reindex(&tree, &log, &mut identities, from)?;
         if indexed > 0 {
             tracing::info!(
                 crashes = indexed,
@@ -339,9 +405,11 @@ impl Crashes {
         tree.apply_batch(legacy)?;
         Ok(Crashes {
             tree,
+            log,
             writer: std::sync::Mutex::new(WriterState {
                 open: None,
                 identities,
+                log: log_writer,
             }),
         })
     }
@@ -398,9 +466,15 @@ impl Crashes {
         state: &mut WriterState,
         uploads: Vec<Vec<EncodedCrash>>,
     ) -> Result<Vec<Vec<Inserted>>, StoreError> {
-        let mut tx = Tx::new(&self.tree);
+        state
+            .log
+            .roll_if_full(&self.log)
+            .map_err(|source| StoreError::CrashLog {
+                segment: state.log.segment() + 1,
+                source,
+            })?;
+        let mut tx = Tx::writing(&self.tree, &self.log, &state.log);
         let mut open = state.open;
-        let index = &mut state.identities;
         let mut answers = Vec::with_capacity(uploads.len());
         for upload in uploads {
             let mut out = Vec::with_capacity(upload.len());
@@ -411,7 +485,7 @@ impl Crashes {
             } in upload
             {
                 let digest = identity_digest(&record.identity);
-                if let Some(at) = find_identity(&tx, index, &digest)? {
+                if let Some(at) = find_identity(&tx, &state.identities, &digest)? {
                     // The index may name a crash that is gone (see `identities`).
                     if let Some(stored) = tx
                         .record(at)?
@@ -439,7 +513,7 @@ impl Crashes {
             }
             answers.push(out);
         }
-        tx.commit(index)?;
+        tx.commit(state)?;
         state.open = open;
         Ok(answers)
     }
@@ -464,7 +538,13 @@ impl Crashes {
         let Some(at) = Location::parse(id) else {
             return Ok(None);
         };
-        Tx::new(&self.tree).record(at)
+        // A read that races an update may find the old record already zeroed; the
+        // block names the new one by then.
+        let tx = Tx::new(&self.tree, &self.log);
+        match tx.record(at) {
+            Err(StoreError::Corrupt { .. }) => tx.record(at),
+            other => other,
+        }
     }
 
     /// Replaces a stored crash with what `update` makes of it, moving every counter and
@@ -478,7 +558,7 @@ impl Crashes {
             return Ok(None);
         };
         let mut state = self.lock();
-        let mut tx = Tx::new(&self.tree);
+        let mut tx = Tx::writing(&self.tree, &self.log, &state.log);
         let Some(old) = tx.record(at)? else {
             return Ok(None);
         };
@@ -491,11 +571,13 @@ impl Crashes {
         remove(&mut tx, &old, at)?;
         add(&mut tx, &new, at)?;
         let encoded = encode_record(&new)?;
+        let record = tx.appends.push(&encoded);
         let entries = tx.block_mut(at.block)?;
         if let Some(entry) = entries.iter_mut().find(|(slot, _)| *slot == at.slot) {
-            entry.1 = encoded;
+            let old = std::mem::replace(&mut entry.1, record);
+            tx.garbage.push(old);
         }
-        tx.commit(&mut state.identities)?;
+        tx.commit(&mut state)?;
         Ok(Some(new))
     }
 
@@ -505,14 +587,23 @@ impl Crashes {
             return Ok(false);
         };
         let mut state = self.lock();
-        let mut tx = Tx::new(&self.tree);
+        let mut tx = Tx::writing(&self.tree, &self.log, &state.log);
         let Some(old) = tx.record(at)? else {
             return Ok(false);
         };
         remove(&mut tx, &old, at)?;
         remove_identity(&mut tx, &old.identity, at);
-        tx.block_mut(at.block)?.retain(|(slot, _)| *slot != at.slot);
-        tx.commit(&mut state.identities)?;
+        let entries = tx.block_mut(at.block)?;
+        let mut dropped = Vec::new();
+        entries.retain(|(slot, record)| {
+            let keep = *slot != at.slot;
+            if !keep {
+                dropped.push(*record);
+            }
+            keep
+        });
+        tx.garbage.extend(dropped);
+        tx.commit(&mut state)?;
         Ok(true)
     }
 
@@ -537,7 +628,7 @@ impl Crashes {
         let mut pruned = 0;
         for block in blocks {
             let mut state = self.lock();
-            let mut tx = Tx::new(&self.tree);
+            let mut tx = Tx::writing(&self.tree, &self.log, &state.log);
             let entries = match tx.block_mut(block) {
                 Ok(entries) => std::mem::take(entries),
                 Err(err) => {
@@ -546,9 +637,9 @@ impl Crashes {
                     Vec::new()
                 }
             };
-            for (slot, raw) in &entries {
+            for (slot, record) in &entries {
                 let at = Location { block, slot: *slot };
-                match decode_located(at, raw) {
+                match tx.read(*record).and_then(|raw| decode_located(at, &raw)) {
                     Ok(old) => {
                         remove(&mut tx, &old, at)?;
                         remove_identity(&mut tx, &old.identity, at);
@@ -559,9 +650,47 @@ impl Crashes {
                 }
                 pruned += 1;
             }
-            tx.commit(&mut state.identities)?;
+            tx.garbage.extend(entries.iter().map(|(_, record)| *record));
+            tx.commit(&mut state)?;
         }
+        self.remove_unused_segments()?;
         Ok(pruned)
+    }
+
+    /// Deletes the crash log segments no block names, once sled has those blocks'
+    /// removal on disk. The segment being written and newer ones stay: a block written
+    /// after the scan may name them.
+    fn remove_unused_segments(&self) -> Result<(), StoreError> {
+        let writing = self.lock().log.segment();
+        let log_error = |segment, source| StoreError::CrashLog { segment, source };
+        let mut unused: BTreeSet<u32> = self
+            .log
+            .segments()
+            .map_err(|source| log_error(u32::MAX, source))?
+            .into_iter()
+            .filter(|&segment| segment < writing)
+            .collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        for item in self.tree.scan_prefix(b"c/") {
+            let (key, raw) = item?;
+            let key = String::from_utf8_lossy(&key);
+            // An unreadable block names nothing that could still be read.
+            for (_, record) in block_entries(&key, &raw).unwrap_or_default() {
+                unused.remove(&record.segment);
+            }
+        }
+        if unused.is_empty() {
+            return Ok(());
+        }
+        self.tree.flush()?;
+        for segment in unused {
+            self.log
+                .remove_segment(segment)
+                .map_err(|source| log_error(segment, source))?;
+        }
+        Ok(())
     }
 
     /// Ids of crashes that needed `debug_id` and did not have it.
@@ -661,14 +790,16 @@ impl Crashes {
     }
 }
 
-/// Puts a new crash's bytes into the open block, or into a new block when the open one
-/// is full, too old or from another time (a clock step, or an import of old crashes).
+/// Appends a new crash's record to the crash log and puts it into the open block, or
+/// into a new block when the open one is full, too old or from another time (a clock
+/// step, or an import of old crashes).
 fn place(
     tx: &mut Tx<'_>,
     open: &mut Option<OpenBlock>,
     received_millis: u64,
     encoded: Vec<u8>,
 ) -> Result<Location, StoreError> {
+    let record = tx.appends.push(&encoded);
     if let Some(current) = open.as_mut() {
         // Uploads reach the writer slightly out of receive order; a crash stamped a
         // moment before the open block's first one still belongs in it.
@@ -676,15 +807,13 @@ fn place(
             && received_millis < current.first_millis + BLOCK_SPAN_MS;
         if in_span {
             let entries = tx.block_mut(current.block)?;
-            let bytes: usize = entries.iter().map(|(_, r)| r.len()).sum();
             let fits = !entries.is_empty()
                 && entries.len() < BLOCK_MAX_CRASHES
-                && bytes + encoded.len() <= BLOCK_MAX_BYTES
                 && current.next_slot < u16::MAX;
             if fits {
                 let slot = current.next_slot;
                 current.next_slot += 1;
-                entries.push((slot, encoded));
+                entries.push((slot, record));
                 return Ok(Location {
                     block: current.block,
                     slot,
@@ -701,7 +830,7 @@ fn place(
         None => block_at(received_millis),
     };
     tx.put(LAST_BLOCK_KEY, block.to_be_bytes().to_vec());
-    tx.block_mut(block)?.push((0, encoded));
+    tx.block_mut(block)?.push((0, record));
     *open = Some(OpenBlock {
         block,
         first_millis: received_millis,
@@ -718,58 +847,47 @@ fn parse_block(hex: &[u8]) -> Option<u64> {
 }
 
 /// Leads every crash block.
-const BLOCK_MAGIC: &[u8] = b"CBB1";
+const BLOCK_MAGIC: &[u8] = b"CBB2";
 
-fn encode_block(entries: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    let size = entries.iter().map(|(_, r)| r.len() + 6).sum::<usize>();
-    let mut out = Vec::with_capacity(BLOCK_MAGIC.len() + size);
+const BLOCK_ENTRY_LEN: usize = 2 + RecordRef::ENCODED_LEN;
+
+fn encode_block(entries: &[(u16, RecordRef)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BLOCK_MAGIC.len() + entries.len() * BLOCK_ENTRY_LEN);
     out.extend_from_slice(BLOCK_MAGIC);
     for (slot, record) in entries {
         out.extend_from_slice(&slot.to_be_bytes());
-        out.extend_from_slice(&(record.len() as u32).to_be_bytes());
-        out.extend_from_slice(record);
+        record.encode(&mut out);
     }
     out
 }
 
-/// The `(slot, record bytes)` entries of a stored block.
-fn block_entries<'r>(key: &str, raw: &'r [u8]) -> Result<Vec<(u16, &'r [u8])>, StoreError> {
+/// The `(slot, record)` entries of a stored block.
+fn block_entries(key: &str, raw: &[u8]) -> Result<BlockEntries, StoreError> {
     let corrupt = |problem: &str| StoreError::Corrupt {
         key: key.to_owned(),
         problem: problem.to_owned(),
     };
-    let mut rest = raw
+    let rest = raw
         .strip_prefix(BLOCK_MAGIC)
         .ok_or_else(|| corrupt("no block header"))?;
-    let mut entries = Vec::new();
-    while !rest.is_empty() {
-        if rest.len() < 6 {
-            return Err(corrupt("truncated block entry"));
-        }
-        let slot = u16::from_be_bytes([rest[0], rest[1]]);
-        let len = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]) as usize;
-        let record = rest
-            .get(6..6 + len)
-            .ok_or_else(|| corrupt("truncated block entry"))?;
-        entries.push((slot, record));
-        rest = &rest[6 + len..];
+    if rest.len() % BLOCK_ENTRY_LEN != 0 {
+        return Err(corrupt("truncated block entry"));
     }
-    Ok(entries)
+    Ok(rest
+        .chunks_exact(BLOCK_ENTRY_LEN)
+        .map(|entry| {
+            let slot = u16::from_be_bytes([entry[0], entry[1]]);
+            (slot, RecordRef::decode(&entry[2..]).expect("whole entry"))
+        })
+        .collect())
 }
 
-/// Decodes every crash in a stored value under `key`: a block under `c/`, an error
-/// for anything else. For tools and tests that read the store's files directly.
-pub fn decode_records(key: &str, raw: &[u8]) -> Result<Vec<CrashRecord>, StoreError> {
-    let block = key
-        .strip_prefix("c/")
-        .and_then(|hex| parse_block(hex.as_bytes()))
-        .ok_or_else(|| StoreError::Corrupt {
-            key: key.to_owned(),
-            problem: "not a crash block key".into(),
-        })?;
-    block_entries(key, raw)?
+/// Decodes every crash record in a crash log segment file's bytes (ids left empty:
+/// they live in sled's blocks). For tools and tests that read the store's files.
+pub fn decode_segment(raw: &[u8]) -> Result<Vec<CrashRecord>, StoreError> {
+    log::segment_records(raw)
         .into_iter()
-        .map(|(slot, record)| decode_located(Location { block, slot }, record))
+        .map(|record| decode_record("crash log record", record))
         .collect()
 }
 
@@ -826,20 +944,23 @@ fn encode_record(record: &CrashRecord) -> Result<Vec<u8>, StoreError> {
 const RECORD_MAGIC: &[u8] = b"CBZ1";
 
 fn decode_located(at: Location, raw: &[u8]) -> Result<CrashRecord, StoreError> {
-    let key = format!("crash {}", at.id());
+    let mut record = decode_record(&format!("crash {}", at.id()), raw)?;
+    record.id = at.id();
+    Ok(record)
+}
+
+fn decode_record(key: &str, raw: &[u8]) -> Result<CrashRecord, StoreError> {
     let body = raw
         .strip_prefix(RECORD_MAGIC)
         .ok_or_else(|| StoreError::Corrupt {
-            key: key.clone(),
+            key: key.to_owned(),
             problem: "no record header".into(),
         })?;
     let mut json = Vec::with_capacity(body.len() * 4);
     flate2::read::DeflateDecoder::new(body)
         .read_to_end(&mut json)
         .map_err(StoreError::Compression)?;
-    let mut record: CrashRecord = super::decode(&key, &json)?;
-    record.id = at.id();
-    Ok(record)
+    super::decode(key, &json)
 }
 
 fn identity_digest(identity: &str) -> Digest {
@@ -884,7 +1005,13 @@ fn last_block(tree: &sled::Tree) -> Result<Option<u64>, StoreError> {
 
 /// Puts every crash in blocks from `from` on into the identity index. A block or record
 /// that does not decode is skipped: it cannot be found by identity, nor read.
-fn reindex(tree: &sled::Tree, index: &mut IdentityIndex, from: u64) -> Result<usize, StoreError> {
+fn reindex(
+    tree: &sled::Tree,
+    log: &CrashLog,
+    index: &mut IdentityIndex,
+    from: u64,
+) -> Result<usize, StoreError> {
+    let tx = Tx::new(tree, log);
     let mut indexed = 0;
     for item in tree.range(block_key(from).into_bytes()..b"c0".to_vec()) {
         let (key, raw) = item?;
@@ -901,7 +1028,7 @@ fn reindex(tree: &sled::Tree, index: &mut IdentityIndex, from: u64) -> Result<us
         };
         for (slot, record) in entries {
             let at = Location { block, slot };
-            match decode_located(at, record) {
+            match tx.read(record).and_then(|raw| decode_located(at, &raw)) {
                 Ok(record) => {
                     index
                         .insert(&identity_digest(&record.identity), at)
@@ -1114,7 +1241,7 @@ mod tests {
 
     fn open_in(dir: &Path) -> (sled::Db, Crashes) {
         let db = sled::open(dir.join("db")).unwrap();
-        let crashes = Crashes::open(&db, &dir.join("identities")).unwrap();
+        let crashes = Crashes::open(&db, dir).unwrap();
         (db, crashes)
     }
 
@@ -1154,13 +1281,16 @@ mod tests {
     #[test]
     fn crashes_share_blocks_and_index_keys() {
         let (_dir, crashes) = open();
-        let records = (0..100)
+        let records = (0..300)
             .map(|i| record(&format!("id{i}"), "g1", T0))
             .collect();
         let inserted = insert(&crashes, records);
         assert!(inserted.iter().all(|i| i.created));
         let blocks = crashes.tree.scan_prefix(b"c/").count();
-        assert!((2..10).contains(&blocks), "{blocks} blocks for 100 crashes");
+        assert_eq!(
+            blocks, 2,
+            "300 crashes fill a block of 256 and start another"
+        );
         assert_eq!(crashes.tree.scan_prefix(b"gc/").count(), blocks);
         let ids: Vec<String> = inserted.iter().map(|i| i.id.clone()).collect();
         assert_eq!(crashes.in_group("g1").unwrap(), ids);
@@ -1171,7 +1301,83 @@ mod tests {
             assert_eq!(stored.identity, format!("id{i}"));
         }
         let group = crashes.group("g1").unwrap().unwrap();
-        assert_eq!((group.count, group.devices), (100, 100));
+        assert_eq!((group.count, group.devices), (300, 300));
+    }
+
+    fn segment_records(dir: &Path) -> Vec<CrashRecord> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir.join("crashes")).unwrap() {
+            out.extend(decode_segment(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap());
+        }
+        out
+    }
+
+    #[test]
+    fn the_crash_log_keeps_only_records_a_block_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, crashes) = open_in(dir.path());
+        let old = insert(&crashes, vec![record("old", "g", "2026-08-01T00:00:00Z")]).remove(0);
+        let ids: Vec<String> = insert(&crashes, vec![record("a", "g", T0), record("b", "g", T0)])
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(segment_records(dir.path()).len(), 3);
+        // An update appends the new record and zeroes the old one.
+        crashes
+            .update(&ids[0], |r| {
+                Some(CrashRecord {
+                    signature: "new sig".into(),
+                    ..r.clone()
+                })
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(crashes.get(&ids[0]).unwrap().unwrap().signature, "new sig");
+        let stored = segment_records(dir.path());
+        assert_eq!(stored.len(), 3);
+        assert_eq!(
+            stored.iter().filter(|r| r.signature == "new sig").count(),
+            1
+        );
+        // A delete zeroes it.
+        assert!(crashes.delete(&ids[1]).unwrap());
+        assert!(!segment_records(dir.path())
+            .iter()
+            .any(|r| r.identity == "b"));
+
+        // A restart starts a new segment; retention deletes the one no block names.
+        drop((_db, crashes));
+        let (_db, crashes) = open_in(dir.path());
+        let new = insert(&crashes, vec![record("new", "g", T0)]).remove(0);
+        assert!(crashes
+            .update(&ids[0], |r| Some(CrashRecord {
+                signature: "newer sig".into(),
+                ..r.clone()
+            }))
+            .unwrap()
+            .is_some());
+        drop((_db, crashes));
+        let (_db, crashes) = open_in(dir.path());
+        let segments = || {
+            std::fs::read_dir(dir.path().join("crashes"))
+                .unwrap()
+                .count()
+        };
+        assert_eq!(segments(), 3);
+        let cutoff = time::macros::datetime!(2026-09-01 00:00 UTC);
+        let millis = (cutoff.unix_timestamp_nanos() / 1_000_000) as u64;
+        assert_eq!(crashes.prune_before(millis).unwrap(), 1);
+        assert!(crashes.get(&old.id).unwrap().is_none());
+        assert_eq!(
+            segments(),
+            2,
+            "the first segment held only old and replaced records"
+        );
+        assert_eq!(
+            crashes.get(&ids[0]).unwrap().unwrap().signature,
+            "newer sig"
+        );
+        assert!(crashes.get(&new.id).unwrap().is_some());
     }
 
     #[test]
@@ -1393,10 +1599,15 @@ mod tests {
 
     #[test]
     fn blocks_round_trip_and_reject_damage() {
-        let entries = vec![(0u16, b"CBZ1abc".to_vec()), (5, Vec::new())];
+        let record = |segment, offset, len| RecordRef {
+            segment,
+            offset,
+            len,
+        };
+        let entries = vec![(0u16, record(0, 4, 100)), (5, record(3, 1 << 40, 0))];
         let raw = encode_block(&entries);
-        let decoded = block_entries("c/x", &raw).unwrap();
-        assert_eq!(decoded, vec![(0, &b"CBZ1abc"[..]), (5, &b""[..])]);
+        assert_eq!(raw.len(), 4 + 2 * 18);
+        assert_eq!(block_entries("c/x", &raw).unwrap(), entries);
         assert!(block_entries("c/x", &raw[..raw.len() - 4]).is_err());
         assert!(block_entries("c/x", b"nope").is_err());
     }

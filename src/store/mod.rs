@@ -1,7 +1,9 @@
 //! The embedded store: the only module that imports sled.
 //!
 //! sled holds the index; large blobs (debug files, SymCaches) live as plain files under
-//! the dsyms dir and are owned by `debug_files`. Records are JSON so that they can grow
+//! the dsyms dir and are owned by `debug_files`; crash records live in the crash log
+//! (`DATA_DIR/crashes/`) and crash identities in their own hash files
+//! (`DATA_DIR/identities/`), both owned by [`crashes`]. Records are JSON so that they can grow
 //! fields without a migration (crash records deflated); index values are packed binary
 //! lists. Keys are plain strings chosen so that prefix
 //! scans answer the questions the API asks.
@@ -12,8 +14,9 @@
 //! - `crashes`: crashes, groups, the missing-debug-file list and the re-symbolication
 //!   queue; see [`crashes`] for its keys.
 //!
-//! Crash inserts go through one writer thread, which applies every upload waiting in
-//! its queue as one sled batch. Durability uses group commit: a write returns a
+//! Crash inserts go through one writer thread, which appends every upload waiting in
+//! its queue to the crash log (one write and one fsync) and applies them as one sled
+//! batch. Durability uses group commit: a write returns a
 //! [`Ticket`], and [`Store::durable`] waits until a flush that started after the write
 //! has finished. One flusher thread runs flushes back to back, so under load one fsync
 //! covers every write that arrived during the previous one.
@@ -30,7 +33,7 @@ use std::time::Duration;
 use crate::debug_files::DebugFile;
 
 pub use crashes::{
-    decode_records, CrashRecord, EncodedCrash, Group, Inserted, MissingDebugFile, NeededDebugFile,
+    decode_segment, CrashRecord, EncodedCrash, Group, Inserted, MissingDebugFile, NeededDebugFile,
 };
 
 /// Why the store failed.
@@ -57,6 +60,12 @@ pub enum StoreError {
     /// The crash writer thread failed a batch or is gone.
     #[error("store: crash writer: {0}")]
     Writer(String),
+    #[error("store: crash log segment {segment:08x}: {source}")]
+    CrashLog {
+        segment: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("store: identity index under {path}: {source}")]
     IdentityIndex {
         path: std::path::PathBuf,
@@ -270,7 +279,7 @@ impl Store {
             .cache_capacity(8 << 20)
             .open()?;
         let debug_files = db.open_tree("debug_files")?;
-        let crashes = Arc::new(crashes::Crashes::open(&db, &data_dir.join("identities"))?);
+        let crashes = Arc::new(crashes::Crashes::open(&db, data_dir)?);
         let flush = Arc::new(FlushShared {
             state: Mutex::new(FlushState::default()),
             wake: Condvar::new(),
