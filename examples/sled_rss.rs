@@ -1,13 +1,19 @@
 //! How sled's RSS grows with the keys a crash store writes: the experiment behind the
-//! crash store's layout (benches/README.md, "intake RSS"). Writes N synthetic crashes of
-//! 1.5 KB in batches of 25 with an 8 MiB page cache and prints RSS every 100k.
+//! crash store's layout (benches/README.md, "intake RSS"). Writes N synthetic crashes
+//! in batches with an 8 MiB page cache and prints RSS as it goes.
 //!
 //! `cargo run --release --example sled_rss -- LAYOUT N`, LAYOUT one of:
 //! - `per-crash`: a record key, a random identity key and two index keys per crash
 //!   (the layout before the crash blocks);
-//! - `blocks`: records in blocks of 25, identities in 65,536 buckets, index keys per
-//!   block (today's layout);
-//! - `blocks-no-identity`: `blocks` without the identity index, to isolate its share.
+//! - `blocks`: records in blocks, identities in 65,536 buckets, index keys per block
+//!   (the layout before the identity index and the crash log left sled);
+//! - `blocks-no-identity`: `blocks` without the identity index.
+//!
+//! Knobs (environment): `RECORD` bytes per crash in the block (1500; 18 is today's
+//! block entry, the record being in the crash log), `BATCH` crashes per block (25),
+//! `INDEX=0` to leave out the per-block index keys, `REWRITE` writes of each block as
+//! it grows (1; the server rewrites its open block with every batch), `FLUSH_EVERY`
+//! batches per flush (4), `PRINT_EVERY` crashes between RSS lines (250,000).
 
 use rand::RngCore;
 
@@ -46,6 +52,10 @@ fn main() {
     // isolating what each part of the layout costs.
     let batch_size: u64 = std::env::var("BATCH").map_or(25, |v| v.parse().expect("BATCH"));
     let index_keys = std::env::var("INDEX").map_or(true, |v| v != "0");
+    let print_every: u64 =
+        std::env::var("PRINT_EVERY").map_or(250_000, |v| v.parse().expect("PRINT_EVERY"));
+    let flush_every: u64 =
+        std::env::var("FLUSH_EVERY").map_or(4, |v| v.parse().expect("FLUSH_EVERY"));
     let started = std::time::Instant::now();
     for batch in 0..n / batch_size {
         let mut writes = sled::Batch::default();
@@ -81,6 +91,18 @@ fn main() {
             }
         }
         if !block.is_empty() {
+            // The server rewrites its open block with every write batch: REWRITE=N
+            // writes each block N times, growing, before its last write below.
+            let rewrites: usize =
+                std::env::var("REWRITE").map_or(1, |v| v.parse().expect("REWRITE"));
+            for step in 1..rewrites {
+                let len = block.len() * step / rewrites;
+                tree.insert(format!("c/{batch:016x}").as_bytes(), &block[..len])
+                    .expect("rewrite");
+                if step as u64 % flush_every == 0 {
+                    db.flush().expect("flush");
+                }
+            }
             writes.insert(format!("c/{batch:016x}").as_bytes(), block.clone());
         }
         if !block.is_empty() && index_keys {
@@ -95,10 +117,10 @@ fn main() {
         }
         writes.insert(&b"g/g"[..], &record[..record.len().min(300)]);
         tree.apply_batch(writes).expect("batch");
-        if batch % 4 == 0 {
+        if batch % flush_every == 0 {
             db.flush().expect("flush");
         }
-        if (batch * batch_size) % 100_000 == 0 {
+        if (batch * batch_size) / print_every != ((batch + 1) * batch_size) / print_every {
             println!(
                 "{:>9} crashes  RSS {:>4} MiB  {:>6.1} s",
                 batch * batch_size,

@@ -347,7 +347,7 @@ impl<'a> Tx<'a> {
 }
 
 /// What only the writer lock touches: the block new crashes go to while it has room,
-/// and the identity index.
+/// the identity index and the crash log segment being appended to.
 struct WriterState {
     open: Option<OpenBlock>,
     identities: IdentityIndex,
@@ -369,8 +369,6 @@ pub(super) struct Crashes {
 }
 
 impl Crashes {
-    /// Opens the crashes tree and the identity index under `identities_dir`, indexing
-    /// the crashes the index may have missed (all of them when it is new).
     /// Opens the crashes tree, the crash log under `data_dir/crashes` and the identity
     /// index under `data_dir/identities`, indexing the crashes the index may have missed
     /// (all of them when it is new).
@@ -486,18 +484,22 @@ impl Crashes {
             {
                 let digest = identity_digest(&record.identity);
                 if let Some(at) = find_identity(&tx, &state.identities, &digest)? {
-                    // The index may name a crash that is gone (see `identities`).
-                    if let Some(stored) = tx
-                        .record(at)?
-                        .filter(|stored| stored.identity == record.identity)
-                    {
-                        out.push(Inserted {
-                            id: at.id(),
-                            group_id: stored.group_id,
-                            signature: stored.signature,
-                            created: false,
-                        });
-                        continue;
+                    // The index may name a crash that is gone (see `identities`), and
+                    // a damaged record must not fail the other uploads in this batch.
+                    match tx.record(at) {
+                        Ok(Some(stored)) if stored.identity == record.identity => {
+                            out.push(Inserted {
+                                id: at.id(),
+                                group_id: stored.group_id,
+                                signature: stored.signature,
+                                created: false,
+                            });
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            tracing::warn!(error = %err, "a crash the identity index names is unreadable; storing the upload anew")
+                        }
                     }
                 }
                 let at = place(&mut tx, &mut open, received_millis, encoded)?;
@@ -538,11 +540,11 @@ impl Crashes {
         let Some(at) = Location::parse(id) else {
             return Ok(None);
         };
-        // A read that races an update may find the old record already zeroed; the
-        // block names the new one by then.
+        // A read that races an update may find the old record already zeroed, or one
+        // that races retention its segment gone; the block says which by then.
         let tx = Tx::new(&self.tree, &self.log);
         match tx.record(at) {
-            Err(StoreError::Corrupt { .. }) => tx.record(at),
+            Err(StoreError::Corrupt { .. } | StoreError::CrashLog { .. }) => tx.record(at),
             other => other,
         }
     }

@@ -187,9 +187,11 @@ impl CrashLog {
     }
 
     pub fn read(&self, at: RecordRef) -> io::Result<Vec<u8>> {
+        let file = self.reader(at.segment)?;
+        // A damaged block could name any length: check it before allocating.
+        within(&file, at)?;
         let mut out = vec![0u8; at.len as usize];
-        self.reader(at.segment)?
-            .read_exact_at(&mut out, at.offset)?;
+        file.read_exact_at(&mut out, at.offset)?;
         Ok(out)
     }
 
@@ -198,6 +200,7 @@ impl CrashLog {
         let file = OpenOptions::new()
             .write(true)
             .open(self.dir.join(segment_name(at.segment)))?;
+        within(&file, at)?;
         file.write_all_at(&vec![0u8; at.len as usize], at.offset)
     }
 
@@ -207,6 +210,18 @@ impl CrashLog {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&segment);
         fs::remove_file(self.dir.join(segment_name(segment)))
+    }
+}
+
+fn within(file: &File, at: RecordRef) -> io::Result<()> {
+    let end = at.offset.checked_add(u64::from(at.len));
+    if end.is_some_and(|end| end <= file.metadata().map_or(0, |m| m.len())) {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "record reference past the end of its segment",
+        ))
     }
 }
 
@@ -293,6 +308,12 @@ mod tests {
         assert_eq!(writer.segment(), 2);
         assert_eq!(log.segments().unwrap(), vec![0, 1, 2]);
         assert_eq!(log.read(b).unwrap(), b"second");
+        let past_end = RecordRef {
+            offset: 1 << 40,
+            ..b
+        };
+        assert!(log.read(past_end).is_err());
+        assert!(log.erase(past_end).is_err());
         log.remove_segment(0).unwrap();
         assert!(log.read(b).is_err());
 
