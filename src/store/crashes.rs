@@ -299,9 +299,9 @@ impl<'a> Tx<'a> {
 
     /// Writes and syncs the batch's records to the crash log, applies the batch to
     /// sled, zeroes the records it dropped, then applies its identity changes to the
-    /// index. An index that cannot be written is rebuilt on the next open; until then a
-    /// retry of one of these crashes may be stored twice, which beats failing an upload
-    /// sled has taken.
+    /// index. An index that cannot be written takes no more checkpoints and is rebuilt
+    /// on the next open; until then a retry of one of these crashes may be stored
+    /// twice, which beats failing an upload sled has taken.
     fn commit(self, state: &mut WriterState) -> Result<(), StoreError> {
         state
             .log
@@ -326,6 +326,12 @@ impl<'a> Tx<'a> {
             }
         }
         self.tree.apply_batch(batch)?;
+        if !self.garbage.is_empty() {
+            // Zeroed bytes must never be named by a block that a kill brings back, so
+            // the batch that drops them reaches disk first (updates, deletes and
+            // retention are rare next to inserts, which drop nothing).
+            self.tree.flush()?;
+        }
         for record in self.garbage {
             if let Err(err) = self.log.erase(record) {
                 tracing::warn!(error = %err, segment = record.segment, "cannot erase a dropped crash record");
@@ -424,7 +430,7 @@ impl Crashes {
             // (the open block, which may still grow, and newer ones) are indexed again.
             let bound = match state.open {
                 Some(open) => open.block,
-                None => last_block(&self.tree)?.map_or(0, |last| last + 1),
+                None => last_block(&self.tree)?.map_or(0, |last| last.saturating_add(1)),
             };
             (bound, files, state.identities.dir().to_owned())
         };
@@ -437,6 +443,11 @@ impl Crashes {
                         path: dir.clone(),
                         source,
                     })?;
+            }
+            // Under the lock, so that an index write failing meanwhile is seen here.
+            let state = self.lock();
+            if state.identities.failed() {
+                return Ok(());
             }
             IdentityIndex::write_checkpoint(&dir, bound).map_err(|source| {
                 StoreError::IdentityIndex {
@@ -543,10 +554,7 @@ impl Crashes {
         // A read that races an update may find the old record already zeroed, or one
         // that races retention its segment gone; the block says which by then.
         let tx = Tx::new(&self.tree, &self.log);
-        match tx.record(at) {
-            Err(StoreError::Corrupt { .. } | StoreError::CrashLog { .. }) => tx.record(at),
-            other => other,
-        }
+        tx.record(at).or_else(|_| tx.record(at))
     }
 
     /// Replaces a stored crash with what `update` makes of it, moving every counter and
@@ -828,7 +836,7 @@ fn place(
     // stepped back; two blocks in one millisecond take the next sequence number.
     let last = tx.get(LAST_BLOCK_KEY)?.and_then(|raw| parse_u64(&raw));
     let block = match last {
-        Some(last) => block_at(received_millis).max(last + 1),
+        Some(last) => block_at(received_millis).max(last.saturating_add(1)),
         None => block_at(received_millis),
     };
     tx.put(LAST_BLOCK_KEY, block.to_be_bytes().to_vec());

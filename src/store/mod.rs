@@ -268,7 +268,8 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(data_dir.join("db"))
-            // Flushes are explicit (after every committed write batch), so the
+            // Flushes are explicit (group commit for crash inserts; updates, deletes and
+            // retention flush before they zero dropped records), so the
             // background flusher only needs to mop up.
             .flush_every_ms(Some(1000))
             // sled's page cache defaults to 1 GiB and grows toward it as crashes

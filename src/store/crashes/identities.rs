@@ -71,6 +71,8 @@ pub(super) struct IdentityIndex {
     shards: Vec<Shard>,
     /// Written since the last [`IdentityIndex::take_dirty`].
     dirty: bool,
+    /// A write failed: the files may lack entries, so no checkpoint may claim them.
+    failed: bool,
 }
 
 impl IdentityIndex {
@@ -110,6 +112,7 @@ impl IdentityIndex {
                 dir: dir.to_owned(),
                 shards,
                 dirty: true,
+                failed: false,
             },
             from,
         ))
@@ -161,6 +164,9 @@ impl IdentityIndex {
     /// Whether anything was written since the last call; the files to sync before a
     /// checkpoint can claim those writes.
     pub(super) fn take_dirty(&mut self) -> Option<Vec<Arc<File>>> {
+        if self.failed {
+            return None;
+        }
         std::mem::take(&mut self.dirty)
             .then(|| self.shards.iter().map(|shard| shard.file.clone()).collect())
     }
@@ -181,11 +187,17 @@ impl IdentityIndex {
         File::open(dir)?.sync_all()
     }
 
-    /// After a write to the files failed, the next open must rebuild them.
-    pub(super) fn invalidate(&self) {
+    /// After a write to the files failed: no more checkpoints, and the next open
+    /// rebuilds the files.
+    pub(super) fn invalidate(&mut self) {
+        self.failed = true;
         if let Err(err) = remove_if_present(&self.dir.join(CHECKPOINT_FILE)) {
             tracing::error!(error = %err, "cannot invalidate the identity index checkpoint");
         }
+    }
+
+    pub(super) fn failed(&self) -> bool {
+        self.failed
     }
 
     pub(super) fn dir(&self) -> &Path {
@@ -201,10 +213,15 @@ fn shard_path(dir: &Path, number: usize) -> PathBuf {
     dir.join(format!("{number:02x}.idx"))
 }
 
+/// Removes a file and syncs its directory, so that a power cut cannot bring it back.
 fn remove_if_present(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
-        _ => Ok(()),
+        Err(_) => Ok(()),
+        Ok(()) => match path.parent() {
+            Some(dir) => File::open(dir)?.sync_all(),
+            None => Ok(()),
+        },
     }
 }
 
@@ -478,11 +495,17 @@ mod tests {
         IdentityIndex::write_checkpoint(dir.path(), 5).unwrap();
         drop(index);
         std::fs::write(shard_path(dir.path(), 3), b"CBIDX001 and then nonsense").unwrap();
-        let (index, from) = IdentityIndex::open(dir.path()).unwrap();
+        let (mut index, from) = IdentityIndex::open(dir.path()).unwrap();
         assert_eq!(from, 0);
         assert!(index.shards.iter().all(|s| s.live == 0));
+        IdentityIndex::write_checkpoint(dir.path(), 5).unwrap();
         index.invalidate();
         assert!(read_checkpoint(dir.path()).is_none());
+        index.insert(&digest(2), at(2)).unwrap();
+        assert!(
+            index.take_dirty().is_none(),
+            "no checkpoint after a failed write"
+        );
     }
 
     #[test]

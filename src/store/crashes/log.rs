@@ -8,8 +8,8 @@
 //! sled's blocks hold 18 bytes per crash saying where each record is.
 //!
 //! A segment `{n:08x}.seg` is a run of frames `[len u32 BE][record]`. Only the writer
-//! appends (under the crash writer lock), a segment takes at most [`SEGMENT_MAX`]
-//! bytes, and every process starts a segment of its own, so a tail torn by a kill is
+//! appends (under the crash writer lock), an insert batch starts a new segment once the
+//! current one holds [`SEGMENT_MAX`] bytes, and every process starts a segment of its own, so a tail torn by a kill is
 //! never written after. A batch's frames are written and synced before the sled batch
 //! that names them is applied: sled never points at bytes a power cut could take. A
 //! record that is deleted or replaced is overwritten with zeros, and a segment no block
@@ -110,7 +110,7 @@ impl Appends {
             return None;
         }
         let start = usize::try_from(at.offset - self.base).ok()?;
-        self.frames.get(start..start + at.len as usize)
+        self.frames.get(start..start.checked_add(at.len as usize)?)
     }
 }
 
@@ -126,7 +126,12 @@ impl CrashLog {
             dir: dir.to_owned(),
             readers: RwLock::new(HashMap::new()),
         };
-        let next = log.segments()?.last().map_or(0, |last| last + 1);
+        let next = match log.segments()?.last() {
+            None => 0,
+            Some(&last) => last
+                .checked_add(1)
+                .ok_or_else(|| io::Error::other("crash log segment numbers exhausted"))?,
+        };
         let writer = log.create_segment(next)?;
         Ok((log, writer))
     }
@@ -178,11 +183,17 @@ impl CrashLog {
         {
             return Ok(file.clone());
         }
-        let file = Arc::new(File::open(self.dir.join(segment_name(segment)))?);
-        self.readers
+        // Opened under the write lock, which `remove_segment` holds while it unlinks:
+        // a handle to a deleted segment never enters the map.
+        let mut readers = self
+            .readers
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(segment, file.clone());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(file) = readers.get(&segment) {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(File::open(self.dir.join(segment_name(segment)))?);
+        readers.insert(segment, file.clone());
         Ok(file)
     }
 
@@ -205,10 +216,11 @@ impl CrashLog {
     }
 
     pub fn remove_segment(&self, segment: u32) -> io::Result<()> {
-        self.readers
+        let mut readers = self
+            .readers
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&segment);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        readers.remove(&segment);
         fs::remove_file(self.dir.join(segment_name(segment)))
     }
 }
@@ -233,7 +245,11 @@ impl LogWriter {
     /// Moves to a new segment when this one is full; call it before collecting appends.
     pub fn roll_if_full(&mut self, log: &CrashLog) -> io::Result<()> {
         if self.len >= SEGMENT_MAX {
-            *self = log.create_segment(self.segment + 1)?;
+            let next = self
+                .segment
+                .checked_add(1)
+                .ok_or_else(|| io::Error::other("crash log segment numbers exhausted"))?;
+            *self = log.create_segment(next)?;
         }
         Ok(())
     }
