@@ -41,16 +41,25 @@ echo "RSS samples (kB, every 5 s): $(awk '{print $2}' "$work/rss.log" | tr '\n' 
 stored=$(curl -s "http://$SERVER_ADDR/metrics" | awk '/crashbox_crashes_total\{outcome="stored"\}/ {print $2}')
 echo "crashes stored: $stored"
 # Flatness: RSS growth after the first minute (warm-up: caches and pools filling), per
-# crash stored since then, assuming the steady rate wrk keeps up.
+# crash stored since then, assuming the steady rate wrk keeps up. A least-squares line
+# through every sample after 60 s, not the two end samples: single samples move by
+# ±3 MiB from one to the next.
 python3 - "$work/rss.log" "$stored" <<'PY'
 import sys
 samples = [int(line.split()[1]) for line in open(sys.argv[1]) if len(line.split()) == 5]
 stored = float(sys.argv[2] or 0)
 if len(samples) > 14 and stored > 0:
-    warm, last = samples[12], samples[-1]
+    points = [(i * 5.0, kb / 1024) for i, kb in enumerate(samples) if i >= 12]
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_m = sum(m for _, m in points) / n
+    slope = sum((t - mean_t) * (m - mean_m) for t, m in points) / sum(
+        (t - mean_t) ** 2 for t, _ in points)
+    start = mean_m + slope * (points[0][0] - mean_t)
+    end = mean_m + slope * (points[-1][0] - mean_t)
     after = stored * (len(samples) - 13) / (len(samples) - 1)
-    print(f"RSS after warm-up (60 s): {warm / 1024:.0f} -> {last / 1024:.0f} MiB, "
-          f"{(last - warm) * 1024 / after:.0f} B per crash stored since")
+    print(f"RSS after warm-up (60 s, fitted): {start:.1f} -> {end:.1f} MiB, "
+          f"{slope * 60:.2f} MiB/min, {(end - start) * 1048576 / after:.1f} B per crash stored since")
 PY
 
 target/release/examples/intake_cost "$work/report.ips" fixtures/out/dSYMs.zip 5000 \
