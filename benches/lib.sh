@@ -13,10 +13,15 @@ SERVER_ADDR=""
 SERVER_TOKEN=""
 SAMPLER_PID=""
 
+# need_tools [PACKAGE...]: installs curl, time and the named packages (each providing a
+# command of the same name) when missing.
 need_tools() {
-    local missing=()
+    local missing=() tool
     command -v curl >/dev/null || missing+=(curl)
     [ -x /usr/bin/time ] || missing+=(time)
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || missing+=("$tool")
+    done
     if ((${#missing[@]})); then
         echo "bench: installing ${missing[*]}" >&2
         local sudo=""

@@ -21,6 +21,14 @@ use rand::RngCore;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// An environment knob, `default` when unset.
+fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number: {v}"))
+    })
+}
+
 fn rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -46,16 +54,13 @@ fn main() {
         .expect("sled");
     let tree = db.open_tree("crashes").expect("tree");
     let mut rng = rand::thread_rng();
-    let record_len: usize = std::env::var("RECORD").map_or(1500, |v| v.parse().expect("RECORD"));
-    let mut record = vec![0u8; record_len];
-    // Crashes per block, and whether the per-block index keys are written: knobs for
-    // isolating what each part of the layout costs.
-    let batch_size: u64 = std::env::var("BATCH").map_or(25, |v| v.parse().expect("BATCH"));
-    let index_keys = std::env::var("INDEX").map_or(true, |v| v != "0");
-    let print_every: u64 =
-        std::env::var("PRINT_EVERY").map_or(250_000, |v| v.parse().expect("PRINT_EVERY"));
-    let flush_every: u64 =
-        std::env::var("FLUSH_EVERY").map_or(4, |v| v.parse().expect("FLUSH_EVERY"));
+    // Knobs for isolating what each part of the layout costs (see the module docs).
+    let mut record = vec![0u8; knob("RECORD", 1500)];
+    let batch_size: u64 = knob("BATCH", 25);
+    let index_keys = knob::<u8>("INDEX", 1) != 0;
+    let print_every: u64 = knob("PRINT_EVERY", 250_000);
+    let flush_every: u64 = knob("FLUSH_EVERY", 4);
+    let rewrites: usize = knob("REWRITE", 1);
     let started = std::time::Instant::now();
     for batch in 0..n / batch_size {
         let mut writes = sled::Batch::default();
@@ -90,11 +95,10 @@ fn main() {
                 _ => panic!("unknown layout {layout}"),
             }
         }
-        if !block.is_empty() {
+        let has_block = !block.is_empty();
+        if has_block {
             // The server rewrites its open block with every write batch: REWRITE=N
             // writes each block N times, growing, before its last write below.
-            let rewrites: usize =
-                std::env::var("REWRITE").map_or(1, |v| v.parse().expect("REWRITE"));
             for step in 1..rewrites {
                 let len = block.len() * step / rewrites;
                 tree.insert(format!("c/{batch:016x}").as_bytes(), &block[..len])
@@ -103,9 +107,9 @@ fn main() {
                     db.flush().expect("flush");
                 }
             }
-            writes.insert(format!("c/{batch:016x}").as_bytes(), block.clone());
+            writes.insert(format!("c/{batch:016x}").as_bytes(), block);
         }
-        if !block.is_empty() && index_keys {
+        if has_block && index_keys {
             writes.insert(format!("gc/g/{batch:016x}").as_bytes(), &[0u8; 50][..]);
             writes.insert(
                 format!("r/app 1.0\0{batch:016x}").as_bytes(),
@@ -123,7 +127,7 @@ fn main() {
         if (batch * batch_size) / print_every != ((batch + 1) * batch_size) / print_every {
             println!(
                 "{:>9} crashes  RSS {:>4} MiB  {:>6.1} s",
-                batch * batch_size,
+                (batch + 1) * batch_size,
                 rss_mib(),
                 started.elapsed().as_secs_f64()
             );
@@ -131,7 +135,7 @@ fn main() {
     }
     println!(
         "{:>9} crashes  RSS {:>4} MiB  disk {} MiB",
-        n,
+        n / batch_size * batch_size,
         rss_mib(),
         db.size_on_disk().unwrap_or(0) >> 20
     );

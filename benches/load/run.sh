@@ -12,8 +12,7 @@ source "$(dirname "$0")/../lib.sh"
 cd "$ROOT"
 DURATION=${DURATION:-60s}
 CONNECTIONS=${CONNECTIONS:-32}
-need_tools
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+need_tools wrk
 build_release
 
 work=$(mktemp -d)
@@ -46,18 +45,19 @@ echo "crashes stored: $stored"
 # ±3 MiB from one to the next.
 python3 - "$work/rss.log" "$stored" <<'PY'
 import sys
-samples = [int(line.split()[1]) for line in open(sys.argv[1]) if len(line.split()) == 5]
+# Sampler lines: elapsed seconds, VmRSS, VmHWM, RssAnon, RssFile (kB).
+samples = [(float(f[0]), int(f[1])) for f in map(str.split, open(sys.argv[1])) if len(f) == 5]
 stored = float(sys.argv[2] or 0)
-if len(samples) > 14 and stored > 0:
-    points = [(i * 5.0, kb / 1024) for i, kb in enumerate(samples) if i >= 12]
+points = [(t, kb / 1024) for t, kb in samples if t >= 60]
+if len(points) > 2 and stored > 0:
     n = len(points)
     mean_t = sum(t for t, _ in points) / n
     mean_m = sum(m for _, m in points) / n
     slope = sum((t - mean_t) * (m - mean_m) for t, m in points) / sum(
         (t - mean_t) ** 2 for t, _ in points)
-    start = mean_m + slope * (points[0][0] - mean_t)
-    end = mean_m + slope * (points[-1][0] - mean_t)
-    after = stored * (len(samples) - 13) / (len(samples) - 1)
+    (first, _), (last, _) = points[0], points[-1]
+    start, end = mean_m + slope * (first - mean_t), mean_m + slope * (last - mean_t)
+    after = stored * (last - first) / samples[-1][0]
     print(f"RSS after warm-up (60 s, fitted): {start:.1f} -> {end:.1f} MiB, "
           f"{slope * 60:.2f} MiB/min, {(end - start) * 1048576 / after:.1f} B per crash stored since")
 PY

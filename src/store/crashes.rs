@@ -128,6 +128,19 @@ const BLOCK_MAX_CRASHES: usize = 256;
 /// join it.
 const BLOCK_SLACK_MS: u64 = 5_000;
 
+/// Maps a crash log failure on `segment` (`u32::MAX`: the log as a whole).
+fn log_error(segment: u32) -> impl FnOnce(std::io::Error) -> StoreError {
+    move |source| StoreError::CrashLog { segment, source }
+}
+
+/// Maps an identity index failure under `dir`.
+fn index_error(dir: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::IdentityIndex {
+        path: dir.to_owned(),
+        source,
+    }
+}
+
 /// The last block id handed out (u64 BE).
 const LAST_BLOCK_KEY: &[u8] = b"n/block";
 
@@ -153,6 +166,11 @@ impl Location {
             slot: u16::from_str_radix(&id[16..], 16).ok()?,
         })
     }
+}
+
+/// Milliseconds since the Unix epoch (0 before it): the time unit of block ids.
+pub(super) fn unix_millis(at: time::OffsetDateTime) -> u64 {
+    (at.unix_timestamp_nanos() / 1_000_000).max(0) as u64
 }
 
 /// The first block id of a millisecond: block ids sort by receive time.
@@ -275,41 +293,26 @@ impl<'a> Tx<'a> {
     fn read(&self, record: RecordRef) -> Result<Vec<u8>, StoreError> {
         match self.appends.get(record) {
             Some(bytes) => Ok(bytes.to_vec()),
-            None => self
-                .log
-                .read(record)
-                .map_err(|source| StoreError::CrashLog {
-                    segment: record.segment,
-                    source,
-                }),
+            None => self.log.read(record).map_err(log_error(record.segment)),
         }
     }
 
-    fn record_bytes(&self, at: Location) -> Result<Option<Vec<u8>>, StoreError> {
-        self.record_ref(at)?
-            .map(|record| self.read(record))
-            .transpose()
-    }
-
     fn record(&self, at: Location) -> Result<Option<CrashRecord>, StoreError> {
-        self.record_bytes(at)?
-            .map(|raw| decode_located(at, &raw))
+        self.record_ref(at)?
+            .map(|record| decode_located(at, &self.read(record)?))
             .transpose()
     }
 
     /// Writes and syncs the batch's records to the crash log, applies the batch to
-    /// sled, zeroes the records it dropped, then applies its identity changes to the
-    /// index. An index that cannot be written takes no more checkpoints and is rebuilt
-    /// on the next open; until then a retry of one of these crashes may be stored
-    /// twice, which beats failing an upload sled has taken.
-    fn commit(self, state: &mut WriterState) -> Result<(), StoreError> {
+    /// sled, then applies its identity changes to the index. Returns the records the
+    /// batch dropped, for [`Crashes::erase`]. An index that cannot be written takes no
+    /// more checkpoints and is rebuilt on the next open; until then a retry of one of
+    /// these crashes may be stored twice, which beats failing an upload sled has taken.
+    fn commit(self, state: &mut WriterState) -> Result<Vec<RecordRef>, StoreError> {
         state
             .log
             .append(&self.appends)
-            .map_err(|source| StoreError::CrashLog {
-                segment: state.log.segment(),
-                source,
-            })?;
+            .map_err(log_error(state.log.segment()))?;
         let mut batch = sled::Batch::default();
         for (key, value) in self.pending {
             match value {
@@ -326,17 +329,6 @@ impl<'a> Tx<'a> {
             }
         }
         self.tree.apply_batch(batch)?;
-        if !self.garbage.is_empty() {
-            // Zeroed bytes must never be named by a block that a kill brings back, so
-            // the batch that drops them reaches disk first (updates, deletes and
-            // retention are rare next to inserts, which drop nothing).
-            self.tree.flush()?;
-        }
-        for record in self.garbage {
-            if let Err(err) = self.log.erase(record) {
-                tracing::warn!(error = %err, segment = record.segment, "cannot erase a dropped crash record");
-            }
-        }
         let index = &mut state.identities;
         for (digest, change) in self.identities {
             let written = match change {
@@ -348,7 +340,7 @@ impl<'a> Tx<'a> {
                 index.invalidate();
             }
         }
-        Ok(())
+        Ok(self.garbage)
     }
 }
 
@@ -381,17 +373,10 @@ impl Crashes {
     pub(super) fn open(db: &sled::Db, data_dir: &Path) -> Result<Self, StoreError> {
         let tree = db.open_tree("crashes")?;
         let log_dir = data_dir.join("crashes");
-        let (log, log_writer) =
-            CrashLog::open(&log_dir).map_err(|source| StoreError::CrashLog {
-                segment: u32::MAX,
-                source,
-            })?;
+        let (log, log_writer) = CrashLog::open(&log_dir).map_err(log_error(u32::MAX))?;
         let identities_dir = &data_dir.join("identities");
-        let index_error = |source| StoreError::IdentityIndex {
-            path: identities_dir.to_owned(),
-            source,
-        };
-        let (mut identities, from) = IdentityIndex::open(identities_dir).map_err(index_error)?;
+        let (mut identities, from) =
+            IdentityIndex::open(identities_dir).map_err(index_error(identities_dir))?;
         let started = std::time::Instant::now();
         let indexed = reindex(&tree, &log, &mut identities, from)?;
         if indexed > 0 {
@@ -438,23 +423,14 @@ impl Crashes {
             // The blocks first: the checkpoint must not claim crashes sled could lose.
             db.flush()?;
             for file in files {
-                file.sync_data()
-                    .map_err(|source| StoreError::IdentityIndex {
-                        path: dir.clone(),
-                        source,
-                    })?;
+                file.sync_data().map_err(index_error(&dir))?;
             }
             // Under the lock, so that an index write failing meanwhile is seen here.
             let state = self.lock();
             if state.identities.failed() {
                 return Ok(());
             }
-            IdentityIndex::write_checkpoint(&dir, bound).map_err(|source| {
-                StoreError::IdentityIndex {
-                    path: dir.clone(),
-                    source,
-                }
-            })
+            IdentityIndex::write_checkpoint(&dir, bound).map_err(index_error(&dir))
         })();
         if synced.is_err() {
             self.lock().identities.mark_dirty();
@@ -475,13 +451,11 @@ impl Crashes {
         state: &mut WriterState,
         uploads: Vec<Vec<EncodedCrash>>,
     ) -> Result<Vec<Vec<Inserted>>, StoreError> {
+        let writing = state.log.segment();
         state
             .log
             .roll_if_full(&self.log)
-            .map_err(|source| StoreError::CrashLog {
-                segment: state.log.segment() + 1,
-                source,
-            })?;
+            .map_err(log_error(writing.saturating_add(1)))?;
         let mut tx = Tx::writing(&self.tree, &self.log, &state.log);
         let mut open = state.open;
         let mut answers = Vec::with_capacity(uploads.len());
@@ -526,7 +500,8 @@ impl Crashes {
             }
             answers.push(out);
         }
-        tx.commit(state)?;
+        let dropped = tx.commit(state)?;
+        debug_assert!(dropped.is_empty(), "inserts drop no records");
         state.open = open;
         Ok(answers)
     }
@@ -587,7 +562,9 @@ impl Crashes {
             let old = std::mem::replace(&mut entry.1, record);
             tx.garbage.push(old);
         }
-        tx.commit(&mut state)?;
+        let dropped = tx.commit(&mut state)?;
+        drop(state);
+        self.erase(dropped)?;
         Ok(Some(new))
     }
 
@@ -604,16 +581,13 @@ impl Crashes {
         remove(&mut tx, &old, at)?;
         remove_identity(&mut tx, &old.identity, at);
         let entries = tx.block_mut(at.block)?;
-        let mut dropped = Vec::new();
-        entries.retain(|(slot, record)| {
-            let keep = *slot != at.slot;
-            if !keep {
-                dropped.push(*record);
-            }
-            keep
-        });
-        tx.garbage.extend(dropped);
-        tx.commit(&mut state)?;
+        if let Some(position) = entries.iter().position(|(slot, _)| *slot == at.slot) {
+            let (_, record) = entries.remove(position);
+            tx.garbage.push(record);
+        }
+        let dropped = tx.commit(&mut state)?;
+        drop(state);
+        self.erase(dropped)?;
         Ok(true)
     }
 
@@ -636,6 +610,7 @@ impl Crashes {
             }
         }
         let mut pruned = 0;
+        let mut dropped = Vec::new();
         for block in blocks {
             let mut state = self.lock();
             let mut tx = Tx::writing(&self.tree, &self.log, &state.log);
@@ -661,22 +636,36 @@ impl Crashes {
                 pruned += 1;
             }
             tx.garbage.extend(entries.iter().map(|(_, record)| *record));
-            tx.commit(&mut state)?;
+            dropped.extend(tx.commit(&mut state)?);
         }
+        // One flush for every block dropped, then the records and the segments go.
+        self.erase(dropped)?;
         self.remove_unused_segments()?;
         Ok(pruned)
     }
 
-    /// Deletes the crash log segments no block names, once sled has those blocks'
-    /// removal on disk. The segment being written and newer ones stay: a block written
-    /// after the scan may name them.
+    /// Zeroes records no block names any more, once sled has the batches that dropped
+    /// them on disk: a block a kill brings back must never name zeroed bytes.
+    fn erase(&self, dropped: Vec<RecordRef>) -> Result<(), StoreError> {
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        self.tree.flush()?;
+        if let Err(err) = self.log.erase(&dropped) {
+            tracing::warn!(error = %err, "cannot erase dropped crash records");
+        }
+        Ok(())
+    }
+
+    /// Deletes the crash log segments no block names, once sled has the blocks' removal
+    /// on disk. The segment being written and newer ones stay: a block written after
+    /// the scan may name them.
     fn remove_unused_segments(&self) -> Result<(), StoreError> {
         let writing = self.lock().log.segment();
-        let log_error = |segment, source| StoreError::CrashLog { segment, source };
         let mut unused: BTreeSet<u32> = self
             .log
             .segments()
-            .map_err(|source| log_error(u32::MAX, source))?
+            .map_err(log_error(u32::MAX))?
             .into_iter()
             .filter(|&segment| segment < writing)
             .collect();
@@ -698,7 +687,7 @@ impl Crashes {
         for segment in unused {
             self.log
                 .remove_segment(segment)
-                .map_err(|source| log_error(segment, source))?;
+                .map_err(log_error(segment))?;
         }
         Ok(())
     }
@@ -928,7 +917,7 @@ impl EncodedCrash {
         Ok(EncodedCrash {
             record,
             encoded,
-            received_millis: (received.unix_timestamp_nanos() / 1_000_000).max(0) as u64,
+            received_millis: unix_millis(received),
         })
     }
 }
@@ -985,14 +974,7 @@ fn find_identity(
     index: &IdentityIndex,
     digest: &Digest,
 ) -> Result<Option<Location>, StoreError> {
-    let stored = || {
-        index
-            .find(digest)
-            .map_err(|source| StoreError::IdentityIndex {
-                path: index.dir().to_owned(),
-                source,
-            })
-    };
+    let stored = || index.find(digest).map_err(index_error(index.dir()));
     match tx.identities.get(digest) {
         Some(IdentityChange::Put(at)) => Ok(Some(*at)),
         Some(IdentityChange::Remove(gone)) => Ok(stored()?.filter(|at| at != gone)),
@@ -1042,10 +1024,7 @@ fn reindex(
                 Ok(record) => {
                     index
                         .insert(&identity_digest(&record.identity), at)
-                        .map_err(|source| StoreError::IdentityIndex {
-                            path: index.dir().to_owned(),
-                            source,
-                        })?;
+                        .map_err(index_error(index.dir()))?;
                     indexed += 1;
                 }
                 Err(err) => {

@@ -81,7 +81,10 @@ pub struct Ticket(u64);
 /// State shared with the flusher thread.
 struct FlushShared {
     state: Mutex<FlushState>,
+    /// Wakes the flusher: a ticket was handed out, or stop.
     wake: Condvar,
+    /// Wakes the crash writer waiting in [`FlushShared::wait_for_idle`]: a flush ended.
+    idle: Condvar,
     flushed: tokio::sync::watch::Sender<u64>,
 }
 
@@ -108,15 +111,17 @@ impl FlushShared {
     fn wait_for_idle(&self, limit: Duration) {
         let state = self.lock();
         let _ = self
-            .wake
+            .idle
             .wait_timeout_while(state, limit, |state| state.flushing && !state.stop);
     }
 }
 
-/// Stops the flusher thread when the last `Store` clone goes away, so the thread's
-/// handle on the database does not keep it (and its file lock) alive.
+/// Stops the flusher and checkpoint threads when the last `Store` clone goes away, so
+/// their handles on the database do not keep it (and its file lock) alive.
 struct FlushGuard {
     shared: Arc<FlushShared>,
+    /// Dropping it disconnects the checkpoint thread's receiver.
+    _stop_checkpoints: std::sync::mpsc::Sender<()>,
 }
 
 impl Drop for FlushGuard {
@@ -124,6 +129,7 @@ impl Drop for FlushGuard {
         let mut state = self.shared.lock();
         state.stop = true;
         self.shared.wake.notify_all();
+        self.shared.idle.notify_all();
     }
 }
 
@@ -147,7 +153,7 @@ fn run_flusher(db: sled::Db, shared: Arc<FlushShared>) {
         let started = std::time::Instant::now();
         let result = db.flush();
         shared.lock().flushing = false;
-        shared.wake.notify_all();
+        shared.idle.notify_all();
         match result {
             Ok(bytes) => {
                 tracing::trace!(
@@ -167,29 +173,25 @@ fn run_flusher(db: sled::Db, shared: Arc<FlushShared>) {
     }
 }
 
-/// One upload's crashes on their way to the writer thread.
 /// How often the identity index is made durable: after a kill, at most this long of
 /// crashes is indexed again on the next open (about a second per 100k crashes).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
-fn run_checkpoints(db: sled::Db, crashes: Arc<crashes::Crashes>, shared: Arc<FlushShared>) {
-    loop {
-        {
-            let state = shared.lock();
-            let (state, _) = shared
-                .wake
-                .wait_timeout_while(state, CHECKPOINT_EVERY, |state| !state.stop)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if state.stop {
-                return;
-            }
-        }
+/// Checkpoints every [`CHECKPOINT_EVERY`] until `stop` is disconnected.
+fn run_checkpoints(
+    db: sled::Db,
+    crashes: Arc<crashes::Crashes>,
+    stop: std::sync::mpsc::Receiver<()>,
+) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+    {
         if let Err(err) = crashes.checkpoint(&db) {
             tracing::error!(error = %err, "identity index checkpoint failed; retrying later");
         }
     }
 }
 
+/// One upload's crashes on their way to the writer thread.
 struct InsertJob {
     crashes: Vec<EncodedCrash>,
     reply: tokio::sync::oneshot::Sender<Result<Vec<Inserted>, StoreError>>,
@@ -284,6 +286,7 @@ impl Store {
         let flush = Arc::new(FlushShared {
             state: Mutex::new(FlushState::default()),
             wake: Condvar::new(),
+            idle: Condvar::new(),
             flushed: tokio::sync::watch::channel(0).0,
         });
         let (writer, jobs) = std::sync::mpsc::channel();
@@ -299,11 +302,11 @@ impl Store {
             .name("crashbox-flush".into())
             .spawn(move || run_flusher(thread_db, thread_shared))
             .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
-        let (thread_db, thread_shared, thread_crashes) =
-            (db.clone(), flush.clone(), crashes.clone());
+        let (stop_checkpoints, checkpoints_stopped) = std::sync::mpsc::channel();
+        let (thread_db, thread_crashes) = (db.clone(), crashes.clone());
         std::thread::Builder::new()
             .name("crashbox-checkpoint".into())
-            .spawn(move || run_checkpoints(thread_db, thread_crashes, thread_shared))
+            .spawn(move || run_checkpoints(thread_db, thread_crashes, checkpoints_stopped))
             .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         Ok(Store {
             db,
@@ -312,6 +315,7 @@ impl Store {
             writer,
             _flush_guard: Arc::new(FlushGuard {
                 shared: flush.clone(),
+                _stop_checkpoints: stop_checkpoints,
             }),
             flush,
         })
@@ -321,7 +325,8 @@ impl Store {
     fn ticket(&self) -> Ticket {
         let mut state = self.flush.lock();
         state.requested += 1;
-        self.flush.wake.notify_all();
+        // Only the flusher waits on `wake`.
+        self.flush.wake.notify_one();
         Ticket(state.requested)
     }
 
@@ -385,8 +390,7 @@ impl Store {
     /// Deletes the crashes received before `cutoff`, with their share of every counter.
     /// Returns how many.
     pub fn prune_crashes_before(&self, cutoff: time::OffsetDateTime) -> Result<usize, StoreError> {
-        let millis = (cutoff.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
-        self.crashes.prune_before(millis)
+        self.crashes.prune_before(crashes::unix_millis(cutoff))
     }
 
     /// Debug ids crashes needed and nobody uploaded, most crashes first.

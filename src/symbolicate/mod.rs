@@ -253,17 +253,14 @@ fn symbolicate_frame(
         in_app: false,
         inlined: false,
     };
-    if addr == 0 {
+    let Some(slot_index) = (addr != 0).then(|| index.find(addr)).flatten() else {
+        // Outside every image: the name the report carried is all there is.
         frame.image = raw.image_name.as_deref().map(Arc::from);
-        frame.status = FrameStatus::Malformed;
-        out.push(frame);
-        return;
-    }
-    let Some(slot_index) = index.find(addr) else {
-        frame.image = raw.image_name.as_deref().map(Arc::from);
-        // callStackSymbols name system frames without any image address; the name the
-        // report carried is all there is, as for Apple's system frames.
-        if raw.symbol.is_some() {
+        if addr == 0 {
+            frame.status = FrameStatus::Malformed;
+        } else if raw.symbol.is_some() {
+            // callStackSymbols name system frames without any image address, as for
+            // Apple's system frames.
             frame.status = FrameStatus::OsSymbol;
         }
         out.push(frame);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    admin_token, agent, corpus, fixture, serve, spawn_app, spawn_app_with, zip_dir, TestApp,
+    admin_token, agent, corpus, fixture, reply, serve, spawn_app, spawn_app_with, zip_dir, TestApp,
 };
 
 fn post_crash(app: &TestApp, body: &[u8]) -> crate::support::Reply {
@@ -320,18 +320,20 @@ fn a_2xx_crash_survives_kill_9() {
     let mut server = serve(root.path());
     let token = admin_token(&root.path().join("data"));
     let agent = agent();
+    let send = |url: &str, name: &str| {
+        let body = std::fs::read(fixture(&format!("out/reports/{name}"))).unwrap();
+        reply(
+            agent
+                .post(format!("{url}/api/v1/crashes"))
+                .header("Authorization", &format!("Bearer {token}"))
+                .send(&body[..]),
+        )
+    };
     let mut ids = Vec::new();
     for name in ["fixture_v1.ips", "fixture_v2.ips"] {
-        let body = std::fs::read(fixture(&format!("out/reports/{name}"))).unwrap();
-        let mut response = agent
-            .post(format!("{}/api/v1/crashes", server.url))
-            .header("Authorization", &format!("Bearer {token}"))
-            .send(&body[..])
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
-        let answer: Value =
-            serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
-        ids.push(answer["id"].as_str().unwrap().to_owned());
+        let answer = send(&server.url, name);
+        assert_eq!(answer.status, 201);
+        ids.push(answer.body["id"].as_str().unwrap().to_owned());
     }
     // SIGKILL right after the answers: no shutdown flush gets to run.
     server.child.kill().unwrap();
@@ -348,14 +350,7 @@ fn a_2xx_crash_survives_kill_9() {
         assert_eq!(status, 200, "{id} was lost");
     }
     // The identity index had no checkpoint to lean on: a retry is still found.
-    let body = std::fs::read(fixture("out/reports/fixture_v1.ips")).unwrap();
-    let mut response = agent
-        .post(format!("{}/api/v1/crashes", restarted.url))
-        .header("Authorization", &format!("Bearer {token}"))
-        .send(&body[..])
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200, "a retry after kill -9");
-    let answer: Value =
-        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
-    assert_eq!(answer["id"], ids[0]);
+    let retry = send(&restarted.url, "fixture_v1.ips");
+    assert_eq!(retry.status, 200, "a retry after kill -9");
+    assert_eq!(retry.body["id"], ids[0]);
 }

@@ -172,7 +172,8 @@ impl TestApp {
     }
 }
 
-fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+/// A response as status and JSON (or the text, when it is not JSON).
+pub fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
     let response = result.expect("transport error");
     let status = response.status().as_u16();
     let text = response.into_body().read_to_string().unwrap_or_default();

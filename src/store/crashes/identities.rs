@@ -181,8 +181,9 @@ impl IdentityIndex {
         let mut raw = CHECKPOINT_MAGIC.to_vec();
         raw.extend_from_slice(&bound.to_be_bytes());
         let temp = dir.join("checkpoint.tmp");
-        fs::write(&temp, &raw)?;
-        File::open(&temp)?.sync_all()?;
+        let mut file = File::create(&temp)?;
+        io::Write::write_all(&mut file, &raw)?;
+        file.sync_all()?;
         fs::rename(&temp, dir.join(CHECKPOINT_FILE))?;
         File::open(dir)?.sync_all()
     }

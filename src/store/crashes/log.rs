@@ -200,19 +200,29 @@ impl CrashLog {
     pub fn read(&self, at: RecordRef) -> io::Result<Vec<u8>> {
         let file = self.reader(at.segment)?;
         // A damaged block could name any length: check it before allocating.
-        within(&file, at)?;
+        within(file.metadata()?.len(), at)?;
         let mut out = vec![0u8; at.len as usize];
         file.read_exact_at(&mut out, at.offset)?;
         Ok(out)
     }
 
-    /// Overwrites a record that no block names any more.
-    pub fn erase(&self, at: RecordRef) -> io::Result<()> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(self.dir.join(segment_name(at.segment)))?;
-        within(&file, at)?;
-        file.write_all_at(&vec![0u8; at.len as usize], at.offset)
+    /// Overwrites records that no block names any more, opening each segment once.
+    pub fn erase(&self, records: &[RecordRef]) -> io::Result<()> {
+        let mut by_segment: HashMap<u32, Vec<RecordRef>> = HashMap::new();
+        for record in records {
+            by_segment.entry(record.segment).or_default().push(*record);
+        }
+        for (segment, records) in by_segment {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(self.dir.join(segment_name(segment)))?;
+            let len = file.metadata()?.len();
+            for at in records {
+                within(len, at)?;
+                file.write_all_at(&vec![0u8; at.len as usize], at.offset)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn remove_segment(&self, segment: u32) -> io::Result<()> {
@@ -225,9 +235,10 @@ impl CrashLog {
     }
 }
 
-fn within(file: &File, at: RecordRef) -> io::Result<()> {
+/// Whether `at` lies inside a segment of `len` bytes.
+fn within(len: u64, at: RecordRef) -> io::Result<()> {
     let end = at.offset.checked_add(u64::from(at.len));
-    if end.is_some_and(|end| end <= file.metadata().map_or(0, |m| m.len())) {
+    if end.is_some_and(|end| end <= len) {
         Ok(())
     } else {
         Err(io::Error::new(
@@ -306,7 +317,7 @@ mod tests {
         // Out of order: refused.
         assert!(writer.append(&appends).is_err());
 
-        log.erase(a).unwrap();
+        log.erase(&[a]).unwrap();
         let raw = std::fs::read(dir.path().join(segment_name(writer.segment()))).unwrap();
         assert_eq!(segment_records(&raw), vec![&b"second"[..]]);
 
@@ -329,7 +340,7 @@ mod tests {
             ..b
         };
         assert!(log.read(past_end).is_err());
-        assert!(log.erase(past_end).is_err());
+        assert!(log.erase(&[past_end]).is_err());
         log.remove_segment(0).unwrap();
         assert!(log.read(b).is_err());
 
