@@ -156,9 +156,7 @@ impl App {
                     })?
             };
             drop(_slot);
-            let (inserted, ticket) = self.inner.store.insert_crashes(prepared).await?;
-            self.inner.store.durable(ticket).await?;
-            Ok::<_, IntakeError>(inserted)
+            Ok::<_, IntakeError>(self.inner.store.insert_crashes(prepared).await?)
         }
         .await;
         let metrics = self.metrics();

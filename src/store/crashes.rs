@@ -33,10 +33,23 @@
 //! - `m/{debug_id}` → [`MissingDebugFile`]
 //! - `q/{seq u64 BE}` → a debug id whose crashes must be symbolicated again
 //! - `n/block` → the last block id handed out (u64 BE), so block ids never repeat
+//! - `n/wal` → how far into the crash log sled is ([`LogPosition`])
+//!
+//! Inserts do not write sled when they are answered. Their records are synced to the
+//! crash log, which is also a write-ahead log: each frame names its crash's block and
+//! slot. What the batch would write to sled waits in memory ([`Unapplied`]), readable
+//! by every read, and goes to sled in one batch every [`SETTLE_AFTER`], with `n/wal`
+//! in the same batch. Writing sled a few times a second instead of once per insert
+//! batch is what keeps the server's RSS flat (benches/README.md, "intake RSS"). On open,
+//! the insert frames past `n/wal` are applied again ([`replay`]). Updates, deletes and
+//! retention take what waits with them in their own batch, so they reach sled before
+//! they return.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -49,7 +62,7 @@ mod identities;
 mod log;
 
 use identities::{Digest, IdentityIndex};
-use log::{Appends, CrashLog, LogWriter, RecordRef};
+use log::{Appends, CrashLog, FrameKind, FrameTag, LogPosition, LogWriter, RecordRef};
 
 /// A debug file a crash needed and nobody had uploaded when it was symbolicated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +156,30 @@ fn index_error(dir: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 
 /// The last block id handed out (u64 BE).
 const LAST_BLOCK_KEY: &[u8] = b"n/block";
+/// How far into the crash log sled is; written with every batch that settles inserts.
+const APPLIED_KEY: &[u8] = b"n/wal";
+
+/// Inserts wait this long at most before their sled writes are applied...
+const SETTLE_AFTER: Duration = Duration::from_millis(500);
+/// ...or until this many sled keys wait. A batch finding more waiting (sled failing to
+/// take them) applies them first or fails, so memory stays bounded.
+const MAX_UNAPPLIED: usize = 1 << 16;
+
+/// sled writes of answered inserts, not applied yet: later writes replace earlier ones
+/// to the same key, `None` removes. Their records are synced in the crash log.
+#[derive(Default)]
+struct Unapplied {
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// When the oldest of them was added.
+    since: Option<Instant>,
+}
+
+/// Whether a batch's sled writes wait with the other inserts' or go to sled now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Apply {
+    Later,
+    Now,
+}
 
 /// Where a crash is stored: a block and a slot in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -189,6 +226,7 @@ type BlockEntries = Vec<(u16, RecordRef)>;
 struct Tx<'a> {
     tree: &'a sled::Tree,
     log: &'a CrashLog,
+    unapplied: &'a RwLock<Unapplied>,
     /// Records for the crash log, written (and synced) before the sled batch.
     appends: Appends,
     /// Records no block names after this batch; zeroed once it is applied.
@@ -208,18 +246,28 @@ enum IdentityChange {
 
 impl<'a> Tx<'a> {
     /// A transaction that only reads.
-    fn new(tree: &'a sled::Tree, log: &'a CrashLog) -> Self {
-        Self::appending(tree, log, Appends::none())
+    fn new(crashes: &'a Crashes) -> Self {
+        Self::appending(crashes, Appends::none())
     }
 
-    fn writing(tree: &'a sled::Tree, log: &'a CrashLog, writer: &LogWriter) -> Self {
-        Self::appending(tree, log, Appends::new(writer))
+    fn writing(crashes: &'a Crashes, writer: &LogWriter) -> Self {
+        Self::appending(crashes, Appends::new(writer))
     }
 
-    fn appending(tree: &'a sled::Tree, log: &'a CrashLog, appends: Appends) -> Self {
+    fn appending(crashes: &'a Crashes, appends: Appends) -> Self {
+        Self::over(&crashes.tree, &crashes.log, &crashes.unapplied, appends)
+    }
+
+    fn over(
+        tree: &'a sled::Tree,
+        log: &'a CrashLog,
+        unapplied: &'a RwLock<Unapplied>,
+        appends: Appends,
+    ) -> Self {
         Tx {
             tree,
             log,
+            unapplied,
             appends,
             garbage: Vec::new(),
             pending: BTreeMap::new(),
@@ -230,6 +278,19 @@ impl<'a> Tx<'a> {
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.pending.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.stored(key),
+        }
+    }
+
+    /// A key's value as stored: waiting in [`Unapplied`], else in sled. sled is read
+    /// under the same lock, as settling moves a write from one to the other under it.
+    fn stored(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let unapplied = self
+            .unapplied
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match unapplied.writes.get(key) {
             Some(value) => Ok(value.clone()),
             None => Ok(self.tree.get(key)?.map(|v| v.to_vec())),
         }
@@ -262,7 +323,7 @@ impl<'a> Tx<'a> {
     fn block_mut(&mut self, block: u64) -> Result<&mut BlockEntries, StoreError> {
         if !self.blocks.contains_key(&block) {
             let key = block_key(block);
-            let entries = match self.tree.get(key.as_bytes())? {
+            let entries = match self.stored(key.as_bytes())? {
                 Some(raw) => block_entries(&key, &raw)?,
                 None => Vec::new(),
             };
@@ -283,7 +344,7 @@ impl<'a> Tx<'a> {
             return Ok(find(entries));
         }
         let key = block_key(at.block);
-        let Some(raw) = self.tree.get(key.as_bytes())? else {
+        let Some(raw) = self.stored(key.as_bytes())? else {
             return Ok(None);
         };
         Ok(find(&block_entries(&key, &raw)?))
@@ -303,32 +364,43 @@ impl<'a> Tx<'a> {
             .transpose()
     }
 
-    /// Writes and syncs the batch's records to the crash log, applies the batch to
-    /// sled, then applies its identity changes to the index. Returns the records the
-    /// batch dropped, for [`Crashes::erase`]. An index that cannot be written takes no
-    /// more checkpoints and is rebuilt on the next open; until then a retry of one of
-    /// these crashes may be stored twice, which beats failing an upload sled has taken.
-    fn commit(self, state: &mut WriterState) -> Result<Vec<RecordRef>, StoreError> {
+    /// The batch's sled writes, blocks encoded.
+    fn writes(
+        pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        blocks: BTreeMap<u64, BlockEntries>,
+    ) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        let mut writes = pending;
+        for (block, entries) in blocks {
+            let value = (!entries.is_empty()).then(|| encode_block(&entries));
+            writes.insert(block_key(block).into_bytes(), value);
+        }
+        writes
+    }
+
+    /// Writes and syncs the batch's records to the crash log, then hands its sled
+    /// writes to [`Unapplied`] (`Apply::Later`) or applies them to sled with whatever
+    /// waits there (`Apply::Now`), then applies its identity changes to the index.
+    /// Returns the records the batch dropped, for [`Crashes::erase`]. An index that
+    /// cannot be written takes no more checkpoints and is rebuilt on the next open;
+    /// until then a retry of one of these crashes may be stored twice, which beats
+    /// failing an upload the log has taken.
+    fn commit(self, state: &mut WriterState, apply: Apply) -> Result<Vec<RecordRef>, StoreError> {
         state
             .log
             .append(&self.appends)
             .map_err(log_error(state.log.segment()))?;
-        let mut batch = sled::Batch::default();
-        for (key, value) in self.pending {
-            match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
+        let writes = Self::writes(self.pending, self.blocks);
+        match apply {
+            Apply::Later => {
+                let mut unapplied = self
+                    .unapplied
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                unapplied.since.get_or_insert_with(Instant::now);
+                unapplied.writes.extend(writes);
             }
+            Apply::Now => settle(self.tree, self.unapplied, state.log.position(), writes)?,
         }
-        for (block, entries) in self.blocks {
-            let key = block_key(block);
-            if entries.is_empty() {
-                batch.remove(key.as_bytes());
-            } else {
-                batch.insert(key.as_bytes(), encode_block(&entries));
-            }
-        }
-        self.tree.apply_batch(batch)?;
         let index = &mut state.identities;
         for (digest, change) in self.identities {
             let written = match change {
@@ -364,6 +436,41 @@ pub(super) struct Crashes {
     tree: sled::Tree,
     log: CrashLog,
     writer: std::sync::Mutex<WriterState>,
+    /// Written only under the writer lock; read by every read.
+    unapplied: RwLock<Unapplied>,
+}
+
+/// Applies what waits in `unapplied` and `extra` (which wins where both write a key)
+/// to sled in one batch that records `position` as applied. Nothing waiting stays
+/// waiting if the batch fails; `extra` is then not applied.
+fn settle(
+    tree: &sled::Tree,
+    unapplied: &RwLock<Unapplied>,
+    position: LogPosition,
+    extra: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+) -> Result<(), StoreError> {
+    let mut unapplied = unapplied
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if unapplied.writes.is_empty() && extra.is_empty() {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    let waiting = unapplied
+        .writes
+        .iter()
+        .filter(|(key, _)| !extra.contains_key(*key));
+    for (key, value) in waiting.chain(extra.iter()) {
+        match value {
+            Some(value) => batch.insert(key.as_slice(), value.as_slice()),
+            None => batch.remove(key.as_slice()),
+        }
+    }
+    batch.insert(APPLIED_KEY, position.encode());
+    tree.apply_batch(batch)?;
+    unapplied.writes.clear();
+    unapplied.since = None;
+    Ok(())
 }
 
 impl Crashes {
@@ -374,11 +481,19 @@ impl Crashes {
         let tree = db.open_tree("crashes")?;
         let log_dir = data_dir.join("crashes");
         let (log, log_writer) = CrashLog::open(&log_dir).map_err(log_error(u32::MAX))?;
+        let replayed = replay(&tree, &log, log_writer.segment())?;
+        if replayed > 0 {
+            tracing::info!(
+                crashes = replayed,
+                "crashes from the crash log applied to sled"
+            );
+        }
         let identities_dir = &data_dir.join("identities");
         let (mut identities, from) =
             IdentityIndex::open(identities_dir).map_err(index_error(identities_dir))?;
         let started = std::time::Instant::now();
         let indexed = reindex(&tree, &log, &mut identities, from)?;
+        let unapplied = RwLock::new(Unapplied::default());
         if indexed > 0 {
             tracing::info!(
                 crashes = indexed,
@@ -400,7 +515,57 @@ impl Crashes {
                 identities,
                 log: log_writer,
             }),
+            unapplied,
         })
+    }
+
+    /// Applies the sled writes of every answered insert now.
+    pub(super) fn settle(&self) -> Result<(), StoreError> {
+        let state = self.lock();
+        self.settle_locked(&state)
+    }
+
+    fn settle_locked(&self, state: &WriterState) -> Result<(), StoreError> {
+        settle(
+            &self.tree,
+            &self.unapplied,
+            state.log.position(),
+            BTreeMap::new(),
+        )
+    }
+
+    /// Applies the waiting sled writes if the oldest has waited [`SETTLE_AFTER`]; the
+    /// crash writer calls it after each batch and when idle. Returns how long until it
+    /// is worth calling again.
+    pub(super) fn settle_if_due(&self) -> Duration {
+        let state = self.lock();
+        let since = self.unapplied_since();
+        match since {
+            Some(since) if since.elapsed() >= SETTLE_AFTER => {
+                if let Err(err) = self.settle_locked(&state) {
+                    // The inserts are in the crash log; the next try or open applies them.
+                    tracing::error!(error = %err, "applying inserts to sled failed; retrying");
+                }
+                SETTLE_AFTER
+            }
+            Some(since) => SETTLE_AFTER.saturating_sub(since.elapsed()),
+            None => SETTLE_AFTER,
+        }
+    }
+
+    fn unapplied_since(&self) -> Option<Instant> {
+        self.unapplied
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .since
+    }
+
+    fn unapplied_len(&self) -> usize {
+        self.unapplied
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .writes
+            .len()
     }
 
     /// Makes the identity index durable for every crash stored so far, so that the next
@@ -408,6 +573,9 @@ impl Crashes {
     pub(super) fn checkpoint(&self, db: &sled::Db) -> Result<bool, StoreError> {
         let (bound, files, dir) = {
             let mut state = self.lock();
+            // The index may name crashes whose blocks wait in memory: sled gets them
+            // first, and the flush below makes them durable there.
+            self.settle_locked(&state)?;
             let Some(files) = state.identities.take_dirty() else {
                 return Ok(false);
             };
@@ -456,7 +624,10 @@ impl Crashes {
             .log
             .roll_if_full(&self.log)
             .map_err(log_error(writing.saturating_add(1)))?;
-        let mut tx = Tx::writing(&self.tree, &self.log, &state.log);
+        if self.unapplied_len() >= MAX_UNAPPLIED {
+            self.settle_locked(state)?;
+        }
+        let mut tx = Tx::writing(self, &state.log);
         let mut open = state.open;
         let mut answers = Vec::with_capacity(uploads.len());
         for upload in uploads {
@@ -500,7 +671,7 @@ impl Crashes {
             }
             answers.push(out);
         }
-        let dropped = tx.commit(state)?;
+        let dropped = tx.commit(state, Apply::Later)?;
         debug_assert!(dropped.is_empty(), "inserts drop no records");
         state.open = open;
         Ok(answers)
@@ -528,7 +699,7 @@ impl Crashes {
         };
         // A read that races an update may find the old record already zeroed, or one
         // that races retention its segment gone; the block says which by then.
-        let tx = Tx::new(&self.tree, &self.log);
+        let tx = Tx::new(self);
         tx.record(at).or_else(|_| tx.record(at))
     }
 
@@ -543,7 +714,7 @@ impl Crashes {
             return Ok(None);
         };
         let mut state = self.lock();
-        let mut tx = Tx::writing(&self.tree, &self.log, &state.log);
+        let mut tx = Tx::writing(self, &state.log);
         let Some(old) = tx.record(at)? else {
             return Ok(None);
         };
@@ -556,13 +727,18 @@ impl Crashes {
         remove(&mut tx, &old, at)?;
         add(&mut tx, &new, at)?;
         let encoded = encode_record(&new)?;
-        let record = tx.appends.push(&encoded);
+        let tag = FrameTag {
+            kind: FrameKind::Update,
+            block: at.block,
+            slot: at.slot,
+        };
+        let record = tx.appends.push(&encoded, tag);
         let entries = tx.block_mut(at.block)?;
         if let Some(entry) = entries.iter_mut().find(|(slot, _)| *slot == at.slot) {
             let old = std::mem::replace(&mut entry.1, record);
             tx.garbage.push(old);
         }
-        let dropped = tx.commit(&mut state)?;
+        let dropped = tx.commit(&mut state, Apply::Now)?;
         drop(state);
         self.erase(dropped)?;
         Ok(Some(new))
@@ -574,7 +750,7 @@ impl Crashes {
             return Ok(false);
         };
         let mut state = self.lock();
-        let mut tx = Tx::writing(&self.tree, &self.log, &state.log);
+        let mut tx = Tx::writing(self, &state.log);
         let Some(old) = tx.record(at)? else {
             return Ok(false);
         };
@@ -585,7 +761,7 @@ impl Crashes {
             let (_, record) = entries.remove(position);
             tx.garbage.push(record);
         }
-        let dropped = tx.commit(&mut state)?;
+        let dropped = tx.commit(&mut state, Apply::Now)?;
         drop(state);
         self.erase(dropped)?;
         Ok(true)
@@ -598,6 +774,7 @@ impl Crashes {
     /// whatever it added to the counters stays. Returns how many crashes went.
     pub(super) fn prune_before(&self, cutoff_millis: u64) -> Result<usize, StoreError> {
         let end = block_key(block_at(cutoff_millis));
+        self.settle()?;
         let mut blocks = Vec::new();
         for key in self.tree.range(b"c/".to_vec()..end.into_bytes()).keys() {
             let key = key?;
@@ -613,7 +790,7 @@ impl Crashes {
         let mut dropped = Vec::new();
         for block in blocks {
             let mut state = self.lock();
-            let mut tx = Tx::writing(&self.tree, &self.log, &state.log);
+            let mut tx = Tx::writing(self, &state.log);
             let entries = match tx.block_mut(block) {
                 Ok(entries) => std::mem::take(entries),
                 Err(err) => {
@@ -636,7 +813,7 @@ impl Crashes {
                 pruned += 1;
             }
             tx.garbage.extend(entries.iter().map(|(_, record)| *record));
-            dropped.extend(tx.commit(&mut state)?);
+            dropped.extend(tx.commit(&mut state, Apply::Now)?);
         }
         // One flush for every block dropped, then the records and the segments go.
         self.erase(dropped)?;
@@ -661,7 +838,13 @@ impl Crashes {
     /// on disk. The segment being written and newer ones stay: a block written after
     /// the scan may name them.
     fn remove_unused_segments(&self) -> Result<(), StoreError> {
-        let writing = self.lock().log.segment();
+        // Blocks waiting in memory may name any recent segment; once they are in sled,
+        // later ones can only name the segment being written or newer ones.
+        let writing = {
+            let state = self.lock();
+            self.settle_locked(&state)?;
+            state.log.segment()
+        };
         let mut unused: BTreeSet<u32> = self
             .log
             .segments()
@@ -704,6 +887,8 @@ impl Crashes {
 
     /// The crashes an index lists under `prefix`: keys end in a block, values hold slots.
     fn ids_under(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // Scans read sled alone, so what waits goes there first.
+        self.settle()?;
         let mut ids = Vec::new();
         for item in self.tree.scan_prefix(prefix.as_bytes()) {
             let (key, slots) = item?;
@@ -725,6 +910,7 @@ impl Crashes {
     }
 
     pub(super) fn missing(&self) -> Result<Vec<MissingDebugFile>, StoreError> {
+        self.settle()?;
         let mut out: Vec<MissingDebugFile> = self
             .tree
             .scan_prefix(b"m/")
@@ -743,14 +929,11 @@ impl Crashes {
     }
 
     pub(super) fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
-        let key = format!("g/{id}");
-        self.tree
-            .get(key.as_bytes())?
-            .map(|raw| super::decode(&key, &raw))
-            .transpose()
+        Tx::new(self).json(&format!("g/{id}"))
     }
 
     pub(super) fn groups(&self) -> Result<Vec<Group>, StoreError> {
+        self.settle()?;
         self.tree
             .scan_prefix(b"g/")
             .map(|item| {
@@ -798,7 +981,15 @@ fn place(
     received_millis: u64,
     encoded: Vec<u8>,
 ) -> Result<Location, StoreError> {
-    let record = tx.appends.push(&encoded);
+    // The frame names the crash's location, for replay: find it first.
+    let append = |tx: &mut Tx<'_>, at: Location| {
+        let tag = FrameTag {
+            kind: FrameKind::Insert,
+            block: at.block,
+            slot: at.slot,
+        };
+        tx.appends.push(&encoded, tag)
+    };
     if let Some(current) = open.as_mut() {
         // Uploads reach the writer slightly out of receive order; a crash stamped a
         // moment before the open block's first one still belongs in it.
@@ -810,13 +1001,14 @@ fn place(
                 && entries.len() < BLOCK_MAX_CRASHES
                 && current.next_slot < u16::MAX;
             if fits {
-                let slot = current.next_slot;
-                current.next_slot += 1;
-                entries.push((slot, record));
-                return Ok(Location {
+                let at = Location {
                     block: current.block,
-                    slot,
-                });
+                    slot: current.next_slot,
+                };
+                current.next_slot += 1;
+                let record = append(tx, at);
+                tx.block_mut(at.block)?.push((at.slot, record));
+                return Ok(at);
             }
         }
     }
@@ -829,6 +1021,7 @@ fn place(
         None => block_at(received_millis),
     };
     tx.put(LAST_BLOCK_KEY, block.to_be_bytes().to_vec());
+    let record = append(tx, Location { block, slot: 0 });
     tx.block_mut(block)?.push((0, record));
     *open = Some(OpenBlock {
         block,
@@ -1003,7 +1196,8 @@ fn reindex(
     index: &mut IdentityIndex,
     from: u64,
 ) -> Result<usize, StoreError> {
-    let tx = Tx::new(tree, log);
+    let nothing_waits = RwLock::new(Unapplied::default());
+    let tx = Tx::over(tree, log, &nothing_waits, Appends::none());
     let mut indexed = 0;
     for item in tree.range(block_key(from).into_bytes()..b"c0".to_vec()) {
         let (key, raw) = item?;
@@ -1034,6 +1228,69 @@ fn reindex(
         }
     }
     Ok(indexed)
+}
+
+/// Applies to sled the inserts the crash log holds past `n/wal`: answered, but killed
+/// before their sled writes were applied. Then records every segment before
+/// `writing` (the one this process writes to) as applied. Returns how many crashes.
+fn replay(tree: &sled::Tree, log: &CrashLog, writing: u32) -> Result<usize, StoreError> {
+    let applied_from_now = LogPosition {
+        segment: writing,
+        offset: 0,
+    };
+    let Some(raw) = tree.get(APPLIED_KEY)? else {
+        // A new store, or one from before the log was a write-ahead log, when every
+        // batch reached sled before it was answered: nothing to replay.
+        tree.insert(APPLIED_KEY, applied_from_now.encode())?;
+        tree.flush()?;
+        return Ok(0);
+    };
+    let from = LogPosition::decode(&raw).ok_or_else(|| StoreError::Corrupt {
+        key: String::from_utf8_lossy(APPLIED_KEY).into_owned(),
+        problem: "not a crash log position".into(),
+    })?;
+    let (frames, _) = log
+        .frames_after(from, writing)
+        .map_err(log_error(from.segment))?;
+    let nothing_waits = RwLock::new(Unapplied::default());
+    let mut tx = Tx::over(tree, log, &nothing_waits, Appends::none());
+    let mut last = last_block(tree)?;
+    let mut replayed = 0;
+    for log::Frame { tag, record, bytes } in frames {
+        if tag.kind != FrameKind::Insert {
+            continue;
+        }
+        let at = Location {
+            block: tag.block,
+            slot: tag.slot,
+        };
+        let crash = match decode_located(at, &bytes) {
+            Ok(crash) => crash,
+            Err(err) => {
+                tracing::warn!(error = %err, "crash log replay skips an undecodable record");
+                continue;
+            }
+        };
+        let entries = tx.block_mut(at.block)?;
+        let position = entries.partition_point(|(slot, _)| *slot < at.slot);
+        if entries
+            .get(position)
+            .is_some_and(|(slot, _)| *slot == at.slot)
+        {
+            continue;
+        }
+        entries.insert(position, (at.slot, record));
+        add(&mut tx, &crash, at)?;
+        last = Some(last.map_or(at.block, |last| last.max(at.block)));
+        replayed += 1;
+    }
+    if let Some(last) = last {
+        tx.put(LAST_BLOCK_KEY, last.to_be_bytes().to_vec());
+    }
+    let writes = Tx::writes(tx.pending, tx.blocks);
+    settle(tree, &nothing_waits, applied_from_now, writes)?;
+    tree.flush()?;
+    Ok(replayed)
 }
 
 /// Index keys end in the block; the value lists slots.
@@ -1275,6 +1532,9 @@ mod tests {
             .collect();
         let inserted = insert(&crashes, records);
         assert!(inserted.iter().all(|i| i.created));
+        // The blocks wait in memory until settled.
+        assert_eq!(crashes.tree.scan_prefix(b"c/").count(), 0);
+        crashes.settle().unwrap();
         let blocks = crashes.tree.scan_prefix(b"c/").count();
         assert_eq!(
             blocks, 2,
@@ -1402,6 +1662,84 @@ mod tests {
         assert!(!batch[1][0].created);
         assert_eq!(batch[0][0].id, batch[1][0].id);
         assert_eq!(crashes.group("g").unwrap().unwrap().count, 3);
+    }
+
+    #[test]
+    fn answered_inserts_are_read_before_sled_has_them_and_replayed_after_a_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ids, block) = {
+            let (_db, crashes) = open_in(dir.path());
+            let settled = insert(&crashes, vec![record("a", "g", T0)]).remove(0);
+            crashes.settle().unwrap();
+            let waiting = insert(&crashes, vec![record("b", "g", T0), record("c", "h", T0)]);
+            let in_sled = |id: &str| {
+                let at = Location::parse(id).unwrap();
+                let raw = crashes.tree.get(block_key(at.block)).unwrap().unwrap();
+                block_entries("block", &raw).unwrap().len()
+            };
+            assert_eq!(in_sled(&settled.id), 1, "b and c wait in memory");
+            // Every read sees them: by id, counters, and a retry.
+            assert_eq!(crashes.get(&waiting[1].id).unwrap().unwrap().identity, "c");
+            assert_eq!(crashes.group("g").unwrap().unwrap().count, 2);
+            let retry = insert(&crashes, vec![record("b", "g", T0)]).remove(0);
+            assert!(!retry.created);
+            assert_eq!(retry.id, waiting[0].id);
+            let ids = vec![
+                settled.id.clone(),
+                waiting[0].id.clone(),
+                waiting[1].id.clone(),
+            ];
+            // Killed here: dropped without settling, so sled never got b and c.
+            (ids, Location::parse(&settled.id).unwrap().block)
+        };
+        let (_db, crashes) = open_in(dir.path());
+        let raw = crashes.tree.get(block_key(block)).unwrap().unwrap();
+        assert_eq!(block_entries("block", &raw).unwrap().len(), 3, "replayed");
+        assert_eq!(crashes.in_group("g").unwrap(), ids[..2].to_vec());
+        assert_eq!(crashes.in_group("h").unwrap(), ids[2..].to_vec());
+        assert_eq!(crashes.group("g").unwrap().unwrap().count, 2);
+        assert_eq!(crashes.needing("dbg").unwrap(), ids);
+        for (identity, id) in ["a", "b", "c"].into_iter().zip(&ids) {
+            assert_eq!(&crashes.get(id).unwrap().unwrap().identity, identity);
+            let retry = insert(&crashes, vec![record(identity, "g", T0)]).remove(0);
+            assert!(!retry.created, "{identity}");
+        }
+        // Replayed once: a second open finds nothing more to apply.
+        drop(crashes);
+        drop(_db);
+        let (_db, crashes) = open_in(dir.path());
+        assert_eq!(crashes.group("g").unwrap().unwrap().count, 2);
+        let fresh = insert(&crashes, vec![record("d", "g", T0)]).remove(0);
+        assert!(fresh.created);
+        assert!(
+            !ids.contains(&fresh.id),
+            "block ids move past replayed ones"
+        );
+    }
+
+    #[test]
+    fn updates_and_deletes_take_waiting_inserts_to_sled_with_them() {
+        let (_dir, crashes) = open();
+        let inserted = insert(&crashes, vec![record("a", "g", T0), record("b", "g", T0)]);
+        crashes
+            .update(&inserted[0].id, |r| {
+                Some(CrashRecord {
+                    signature: "new sig".into(),
+                    ..r.clone()
+                })
+            })
+            .unwrap()
+            .unwrap();
+        let at = Location::parse(&inserted[1].id).unwrap();
+        let raw = crashes.tree.get(block_key(at.block)).unwrap().unwrap();
+        assert_eq!(block_entries("block", &raw).unwrap().len(), 2);
+        assert!(crashes.unapplied_len() == 0);
+        assert!(crashes.delete(&inserted[1].id).unwrap());
+        assert_eq!(crashes.group("g").unwrap().unwrap().count, 1);
+        assert_eq!(
+            crashes.get(&inserted[0].id).unwrap().unwrap().signature,
+            "new sig"
+        );
     }
 
     #[test]

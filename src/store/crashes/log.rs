@@ -7,7 +7,15 @@
 //! crash without bound (benches/README.md). Here records cost page cache only, and
 //! sled's blocks hold 18 bytes per crash saying where each record is.
 //!
-//! A segment `{n:08x}.seg` is a run of frames `[len u32 BE][record]`. Only the writer
+//! The log is also the crash store's write-ahead log. Inserts are durable once their
+//! frames are synced; the sled writes that name them are collected in memory and
+//! applied about twice a second, each application recording how far into the log sled
+//! is ([`LogPosition`]). On open, the insert frames past that point are applied again
+//! from their tags (see `Crashes::open`).
+//!
+//! A segment `{n:08x}.seg` is a run of frames `[len u32 BE][tag][record]`, the tag
+//! being the frame's [`FrameKind`] (u8) and the crash's block (u64 BE) and slot (u16
+//! BE). Only the writer
 //! appends (under the crash writer lock), an insert batch starts a new segment once the
 //! current one holds [`SEGMENT_MAX`] bytes, and every process starts a segment of its own, so a tail torn by a kill is
 //! never written after. A batch's frames are written and synced before the sled batch
@@ -24,7 +32,61 @@ use std::sync::{Arc, RwLock};
 
 /// A new segment is started once the current one holds this much.
 const SEGMENT_MAX: u64 = 64 << 20;
-const FRAME_HEADER: u64 = 4;
+/// Length, kind, block and slot.
+const FRAME_HEADER: u64 = 4 + 1 + 8 + 2;
+
+/// Why a record was appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FrameKind {
+    /// A new crash: replayed on open when sled had not taken it yet.
+    Insert = 1,
+    /// A new version of a stored crash: never replayed, as updates reach sled before
+    /// they return; one a kill interrupted is a record no block names.
+    Update = 2,
+}
+
+/// What a frame says about its record, for replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FrameTag {
+    pub kind: FrameKind,
+    pub block: u64,
+    pub slot: u16,
+}
+
+/// A whole frame read back: its tag, where its record is, and the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Frame {
+    pub tag: FrameTag,
+    pub record: RecordRef,
+    pub bytes: Vec<u8>,
+}
+
+/// A point in the log: everything before it (in this segment and older ones) is in
+/// sled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct LogPosition {
+    pub segment: u32,
+    pub offset: u64,
+}
+
+impl LogPosition {
+    pub const ENCODED_LEN: usize = 12;
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
+        out.extend_from_slice(&self.segment.to_be_bytes());
+        out.extend_from_slice(&self.offset.to_be_bytes());
+        out
+    }
+
+    pub fn decode(raw: &[u8]) -> Option<Self> {
+        let raw: &[u8; Self::ENCODED_LEN] = raw.try_into().ok()?;
+        Some(LogPosition {
+            segment: u32::from_be_bytes(raw[0..4].try_into().ok()?),
+            offset: u64::from_be_bytes(raw[4..12].try_into().ok()?),
+        })
+    }
+}
 
 /// Where one record is: its segment, the offset of its first byte (after the frame
 /// header) and its length.
@@ -92,10 +154,13 @@ impl Appends {
         }
     }
 
-    pub fn push(&mut self, record: &[u8]) -> RecordRef {
+    pub fn push(&mut self, record: &[u8], tag: FrameTag) -> RecordRef {
         let len = u32::try_from(record.len()).expect("records are far below 4 GiB");
         let offset = self.base + self.frames.len() as u64 + FRAME_HEADER;
         self.frames.extend_from_slice(&len.to_be_bytes());
+        self.frames.push(tag.kind as u8);
+        self.frames.extend_from_slice(&tag.block.to_be_bytes());
+        self.frames.extend_from_slice(&tag.slot.to_be_bytes());
         self.frames.extend_from_slice(record);
         RecordRef {
             segment: self.segment,
@@ -225,6 +290,63 @@ impl CrashLog {
         Ok(())
     }
 
+    /// The frames from `from` on, in every segment before `until`, each segment up to
+    /// its first frame that is torn (a kill mid-write) or not a frame at all; with the
+    /// position after the last whole frame. Only the tail past sled's position (about
+    /// half a second of crashes) should lie beyond `from`, but a segment is streamed,
+    /// not read whole.
+    pub fn frames_after(
+        &self,
+        from: LogPosition,
+        until: u32,
+    ) -> io::Result<(Vec<Frame>, LogPosition)> {
+        let mut frames = Vec::new();
+        let mut end = from;
+        for segment in self.segments()? {
+            if segment < from.segment || segment >= until {
+                continue;
+            }
+            let file = File::open(self.dir.join(segment_name(segment)))?;
+            let size = file.metadata()?.len();
+            let mut at = if segment == from.segment {
+                from.offset
+            } else {
+                0
+            };
+            let mut reader = io::BufReader::with_capacity(1 << 20, file);
+            io::Seek::seek(&mut reader, io::SeekFrom::Start(at))?;
+            let mut header = [0u8; FRAME_HEADER as usize];
+            loop {
+                if size.saturating_sub(at) < FRAME_HEADER
+                    || io::Read::read_exact(&mut reader, &mut header).is_err()
+                {
+                    break;
+                }
+                let Some((tag, len)) = parse_header(&header) else {
+                    break;
+                };
+                let offset = at + FRAME_HEADER;
+                if size.saturating_sub(offset) < u64::from(len) {
+                    break;
+                }
+                let mut bytes = vec![0u8; len as usize];
+                io::Read::read_exact(&mut reader, &mut bytes)?;
+                let record = RecordRef {
+                    segment,
+                    offset,
+                    len,
+                };
+                frames.push(Frame { tag, record, bytes });
+                at = offset + u64::from(len);
+            }
+            end = LogPosition {
+                segment,
+                offset: at,
+            };
+        }
+        Ok((frames, end))
+    }
+
     pub fn remove_segment(&self, segment: u32) -> io::Result<()> {
         let mut readers = self
             .readers
@@ -251,6 +373,14 @@ fn within(len: u64, at: RecordRef) -> io::Result<()> {
 impl LogWriter {
     pub fn segment(&self) -> u32 {
         self.segment
+    }
+
+    /// The end of what has been appended.
+    pub fn position(&self) -> LogPosition {
+        LogPosition {
+            segment: self.segment,
+            offset: self.len,
+        }
     }
 
     /// Moves to a new segment when this one is full; call it before collecting appends.
@@ -281,20 +411,42 @@ impl LogWriter {
     }
 }
 
+/// The tag and record length a frame header says.
+fn parse_header(header: &[u8; FRAME_HEADER as usize]) -> Option<(FrameTag, u32)> {
+    let kind = match header[4] {
+        1 => FrameKind::Insert,
+        2 => FrameKind::Update,
+        _ => return None,
+    };
+    let tag = FrameTag {
+        kind,
+        block: u64::from_be_bytes(header[5..13].try_into().ok()?),
+        slot: u16::from_be_bytes(header[13..15].try_into().ok()?),
+    };
+    Some((tag, u32::from_be_bytes(header[0..4].try_into().ok()?)))
+}
+
+/// The tag and record length of the whole frame `raw` starts with; `None` when `raw`
+/// is shorter than the frame or does not start with one.
+fn parse_frame(raw: &[u8]) -> Option<(FrameTag, u32)> {
+    let header = raw.get(..FRAME_HEADER as usize)?.try_into().ok()?;
+    let (tag, len) = parse_header(header)?;
+    let end = (FRAME_HEADER as usize).checked_add(len as usize)?;
+    (raw.len() >= end).then_some((tag, len))
+}
+
 /// The records in a segment file's bytes, skipping erased ones; for tools and tests
 /// that read the store's files directly.
 pub fn segment_records(raw: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut rest = raw;
-    while rest.len() >= FRAME_HEADER as usize {
-        let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let Some(record) = rest.get(4..4 + len) else {
-            break;
-        };
+    while let Some((_, len)) = parse_frame(rest) {
+        let start = FRAME_HEADER as usize;
+        let record = &rest[start..start + len as usize];
         if record.iter().any(|&b| b != 0) {
             out.push(record);
         }
-        rest = &rest[4 + len..];
+        rest = &rest[start + len as usize..];
     }
     out
 }
@@ -303,13 +455,21 @@ pub fn segment_records(raw: &[u8]) -> Vec<&[u8]> {
 mod tests {
     use super::*;
 
+    fn tag(slot: u16) -> FrameTag {
+        FrameTag {
+            kind: FrameKind::Insert,
+            block: 7,
+            slot,
+        }
+    }
+
     #[test]
     fn appends_read_back_erase_and_roll() {
         let dir = tempfile::tempdir().unwrap();
         let (log, mut writer) = CrashLog::open(dir.path()).unwrap();
         let mut appends = Appends::new(&writer);
-        let a = appends.push(b"first");
-        let b = appends.push(b"second");
+        let a = appends.push(b"first", tag(0));
+        let b = appends.push(b"second", tag(1));
         assert_eq!(appends.get(b), Some(&b"second"[..]));
         writer.append(&appends).unwrap();
         assert_eq!(log.read(a).unwrap(), b"first");
@@ -325,7 +485,7 @@ mod tests {
         writer.roll_if_full(&log).unwrap();
         assert_eq!(writer.segment(), 1);
         let mut appends = Appends::new(&writer);
-        let c = appends.push(b"third");
+        let c = appends.push(b"third", tag(2));
         writer.append(&appends).unwrap();
         assert_eq!(log.read(c).unwrap(), b"third");
 
@@ -348,5 +508,57 @@ mod tests {
         c.encode(&mut encoded);
         assert_eq!(RecordRef::decode(&encoded), Some(c));
         assert_eq!(RecordRef::decode(&encoded[1..]), None);
+    }
+
+    #[test]
+    fn frames_after_a_position_stop_at_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut writer) = CrashLog::open(dir.path()).unwrap();
+        let mut appends = Appends::new(&writer);
+        appends.push(b"applied", tag(0));
+        writer.append(&appends).unwrap();
+        let applied = writer.position();
+        let mut appends = Appends::new(&writer);
+        let b = appends.push(b"pending", tag(1));
+        let update = FrameTag {
+            kind: FrameKind::Update,
+            ..tag(0)
+        };
+        let c = appends.push(b"update", update);
+        writer.append(&appends).unwrap();
+        let end = writer.position();
+        // A kill mid-write: half a frame after the last whole one.
+        let path = dir.path().join(segment_name(writer.segment()));
+        let mut raw = std::fs::read(&path).unwrap();
+        raw.extend_from_slice(&[0, 0, 0, 9, 1, 0, 0]);
+        std::fs::write(&path, raw).unwrap();
+
+        let (frames, at) = log.frames_after(applied, u32::MAX).unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                Frame {
+                    tag: tag(1),
+                    record: b,
+                    bytes: b"pending".to_vec()
+                },
+                Frame {
+                    tag: update,
+                    record: c,
+                    bytes: b"update".to_vec()
+                }
+            ]
+        );
+        assert_eq!(at, end);
+        // The segment a process writes to is left out, and so is everything before
+        // the position.
+        assert!(log
+            .frames_after(applied, writer.segment())
+            .unwrap()
+            .0
+            .is_empty());
+        assert!(log.frames_after(end, u32::MAX).unwrap().0.is_empty());
+        let decoded = LogPosition::decode(&end.encode()).unwrap();
+        assert_eq!(decoded, end);
     }
 }
