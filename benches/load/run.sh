@@ -37,6 +37,8 @@ ticks_after=$(cpu_ticks)
 if grep -q "Non-2xx" "$work/wrk.log"; then echo "some requests were refused" >&2; exit 1; fi
 echo "server RSS after: $(vm_kb VmRSS) kB, peak $(vm_kb VmHWM) kB"
 echo "RSS samples (kB, every 5 s): $(awk '{print $2}' "$work/rss.log" | tr '\n' ' ')"
+echo "RssAnon samples (kB): $(awk '{print $4}' "$work/rss.log" | tr '\n' ' ')"
+echo "RssFile samples (kB): $(awk '{print $5}' "$work/rss.log" | tr '\n' ' ')"
 stored=$(curl -s "http://$SERVER_ADDR/metrics" | awk '/crashbox_crashes_total\{outcome="stored"\}/ {print $2}')
 echo "crashes stored: $stored"
 # Flatness: RSS growth after the first minute (warm-up: caches and pools filling), per
