@@ -441,8 +441,8 @@ pub(super) struct Crashes {
 }
 
 /// Applies what waits in `unapplied` and `extra` (which wins where both write a key)
-/// to sled in one batch that records `position` as applied. Nothing waiting stays
-/// waiting if the batch fails; `extra` is then not applied.
+/// to sled in one batch that records `position` as applied. If the batch fails, what
+/// waited keeps waiting and `extra` is not applied.
 fn settle(
     tree: &sled::Tree,
     unapplied: &RwLock<Unapplied>,
@@ -1271,7 +1271,22 @@ fn replay(tree: &sled::Tree, log: &CrashLog, writing: u32) -> Result<usize, Stor
                 continue;
             }
         };
-        let entries = tx.block_mut(at.block)?;
+        // Damage in sled (a block or counter that no longer decodes) costs that crash,
+        // not the start of the server; an I/O error still stops it.
+        let skip = |err: StoreError| match err {
+            StoreError::Sled(_) => Err(err),
+            err => {
+                tracing::warn!(error = %err, "crash log replay skips a crash sled cannot take");
+                Ok(())
+            }
+        };
+        let entries = match tx.block_mut(at.block) {
+            Ok(entries) => entries,
+            Err(err) => {
+                skip(err)?;
+                continue;
+            }
+        };
         let position = entries.partition_point(|(slot, _)| *slot < at.slot);
         if entries
             .get(position)
@@ -1279,8 +1294,11 @@ fn replay(tree: &sled::Tree, log: &CrashLog, writing: u32) -> Result<usize, Stor
         {
             continue;
         }
-        entries.insert(position, (at.slot, record));
-        add(&mut tx, &crash, at)?;
+        if let Err(err) = add(&mut tx, &crash, at) {
+            skip(err)?;
+            continue;
+        }
+        tx.block_mut(at.block)?.insert(position, (at.slot, record));
         last = Some(last.map_or(at.block, |last| last.max(at.block)));
         replayed += 1;
     }
@@ -1715,6 +1733,30 @@ mod tests {
             !ids.contains(&fresh.id),
             "block ids move past replayed ones"
         );
+    }
+
+    #[test]
+    fn replay_skips_a_crash_whose_block_is_damaged_and_the_store_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (block, kept) = {
+            let (_db, crashes) = open_in(dir.path());
+            let a = insert(&crashes, vec![record("a", "g", T0)]).remove(0);
+            crashes.settle().unwrap();
+            // b joins a's block and waits; c waits in a block of its own.
+            insert(&crashes, vec![record("b", "g", T0)]);
+            let c = insert(&crashes, vec![record("c", "g", "2026-11-25T12:00:00Z")]).remove(0);
+            (Location::parse(&a.id).unwrap().block, c.id)
+        };
+        {
+            let db = sled::open(dir.path().join("db")).unwrap();
+            let tree = db.open_tree("crashes").unwrap();
+            tree.insert(block_key(block), b"damaged".to_vec()).unwrap();
+            db.flush().unwrap();
+        }
+        let (_db, crashes) = open_in(dir.path());
+        assert_eq!(crashes.get(&kept).unwrap().unwrap().identity, "c");
+        // a's counts stay; b was skipped; c was replayed.
+        assert_eq!(crashes.group("g").unwrap().unwrap().count, 2);
     }
 
     #[test]

@@ -395,8 +395,9 @@ impl LogWriter {
         Ok(())
     }
 
-    /// Writes a batch's frames and syncs them. A failed write leaves `len` alone, so
-    /// the next batch writes over whatever part of it reached the file.
+    /// Writes a batch's frames and syncs them. A failed write leaves `len` alone and
+    /// cuts the file back to it: replay reads whole frames past sled's position, and
+    /// must not find the frames of a batch that was answered with an error.
     pub fn append(&mut self, appends: &Appends) -> io::Result<()> {
         if appends.frames.is_empty() {
             return Ok(());
@@ -404,8 +405,19 @@ impl LogWriter {
         if appends.segment != self.segment || appends.base != self.len {
             return Err(io::Error::other("crash log appends out of order"));
         }
-        self.file.write_all_at(&appends.frames, self.len)?;
-        self.file.sync_data()?;
+        let written = self
+            .file
+            .write_all_at(&appends.frames, self.len)
+            .and_then(|()| self.file.sync_data());
+        if let Err(err) = written {
+            // Best effort: a disk that failed the write may fail this too, and then
+            // replay may store crashes whose upload failed (a retry finds them).
+            let _ = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data());
+            return Err(err);
+        }
         self.len += appends.frames.len() as u64;
         Ok(())
     }
