@@ -25,17 +25,18 @@ fn rss_anon_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Bytes under `dir`, recursively, in KiB.
-fn dir_kib(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        match entry.metadata() {
-            Ok(meta) if meta.is_dir() => total += dir_kib(&entry.path()) * 1024,
-            Ok(meta) => total += meta.len(),
-            Err(_) => {}
-        }
-    }
-    total / 1024
+/// Bytes in the files under `dir`, recursively.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 fn main() {
@@ -96,7 +97,7 @@ fn main() {
                                 "{i:>9} crashes {:>7.1} s  RssAnon {:>6} KiB  sled {:>6} KiB",
                                 started.elapsed().as_secs_f64(),
                                 rss_anon_kib(),
-                                dir_kib(&db_dir)
+                                dir_bytes(&db_dir) / 1024
                             );
                         }
                     }

@@ -174,11 +174,32 @@ struct Unapplied {
     since: Option<Instant>,
 }
 
+impl Unapplied {
+    // A panic while holding either guard leaves a map of whole writes: still usable.
+    fn read(lock: &RwLock<Self>) -> std::sync::RwLockReadGuard<'_, Self> {
+        lock.read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(lock: &RwLock<Self>) -> std::sync::RwLockWriteGuard<'_, Self> {
+        lock.write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Whether a batch's sled writes wait with the other inserts' or go to sled now.
-#[derive(Clone, Copy, PartialEq, Eq)]
 enum Apply {
     Later,
     Now,
+}
+
+/// The tag of a frame holding the record of the crash at `at`.
+fn frame_tag(kind: FrameKind, at: Location) -> FrameTag {
+    FrameTag {
+        kind,
+        block: at.block,
+        slot: at.slot,
+    }
 }
 
 /// Where a crash is stored: a block and a slot in it.
@@ -247,14 +268,16 @@ enum IdentityChange {
 impl<'a> Tx<'a> {
     /// A transaction that only reads.
     fn new(crashes: &'a Crashes) -> Self {
-        Self::appending(crashes, Appends::none())
+        Self::over(
+            &crashes.tree,
+            &crashes.log,
+            &crashes.unapplied,
+            Appends::none(),
+        )
     }
 
     fn writing(crashes: &'a Crashes, writer: &LogWriter) -> Self {
-        Self::appending(crashes, Appends::new(writer))
-    }
-
-    fn appending(crashes: &'a Crashes, appends: Appends) -> Self {
+        let appends = Appends::new(writer);
         Self::over(&crashes.tree, &crashes.log, &crashes.unapplied, appends)
     }
 
@@ -286,10 +309,7 @@ impl<'a> Tx<'a> {
     /// A key's value as stored: waiting in [`Unapplied`], else in sled. sled is read
     /// under the same lock, as settling moves a write from one to the other under it.
     fn stored(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let unapplied = self
-            .unapplied
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let unapplied = Unapplied::read(self.unapplied);
         match unapplied.writes.get(key) {
             Some(value) => Ok(value.clone()),
             None => Ok(self.tree.get(key)?.map(|v| v.to_vec())),
@@ -392,10 +412,7 @@ impl<'a> Tx<'a> {
         let writes = Self::writes(self.pending, self.blocks);
         match apply {
             Apply::Later => {
-                let mut unapplied = self
-                    .unapplied
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut unapplied = Unapplied::write(self.unapplied);
                 unapplied.since.get_or_insert_with(Instant::now);
                 unapplied.writes.extend(writes);
             }
@@ -440,27 +457,21 @@ pub(super) struct Crashes {
     unapplied: RwLock<Unapplied>,
 }
 
-/// Applies what waits in `unapplied` and `extra` (which wins where both write a key)
-/// to sled in one batch that records `position` as applied. If the batch fails, what
-/// waited keeps waiting and `extra` is not applied.
+/// Applies what waits in `unapplied` and `extra` (which wins where both write a key:
+/// a batch keeps the last write to a key) to sled in one batch that records `position`
+/// as applied. If the batch fails, what waited keeps waiting and `extra` is not applied.
 fn settle(
     tree: &sled::Tree,
     unapplied: &RwLock<Unapplied>,
     position: LogPosition,
     extra: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 ) -> Result<(), StoreError> {
-    let mut unapplied = unapplied
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut unapplied = Unapplied::write(unapplied);
     if unapplied.writes.is_empty() && extra.is_empty() {
         return Ok(());
     }
     let mut batch = sled::Batch::default();
-    let waiting = unapplied
-        .writes
-        .iter()
-        .filter(|(key, _)| !extra.contains_key(*key));
-    for (key, value) in waiting.chain(extra.iter()) {
+    for (key, value) in unapplied.writes.iter().chain(extra.iter()) {
         match value {
             Some(value) => batch.insert(key.as_slice(), value.as_slice()),
             None => batch.remove(key.as_slice()),
@@ -493,7 +504,6 @@ impl Crashes {
             IdentityIndex::open(identities_dir).map_err(index_error(identities_dir))?;
         let started = std::time::Instant::now();
         let indexed = reindex(&tree, &log, &mut identities, from)?;
-        let unapplied = RwLock::new(Unapplied::default());
         if indexed > 0 {
             tracing::info!(
                 crashes = indexed,
@@ -515,7 +525,7 @@ impl Crashes {
                 identities,
                 log: log_writer,
             }),
-            unapplied,
+            unapplied: RwLock::default(),
         })
     }
 
@@ -538,11 +548,12 @@ impl Crashes {
     /// crash writer calls it after each batch and when idle. Returns how long until it
     /// is worth calling again.
     pub(super) fn settle_if_due(&self) -> Duration {
-        let state = self.lock();
-        let since = self.unapplied_since();
+        // Only the writer thread, the caller, adds writes; a settle elsewhere between
+        // this look and the lock below leaves nothing or newer writes to apply.
+        let since = Unapplied::read(&self.unapplied).since;
         match since {
             Some(since) if since.elapsed() >= SETTLE_AFTER => {
-                if let Err(err) = self.settle_locked(&state) {
+                if let Err(err) = self.settle() {
                     // The inserts are in the crash log; the next try or open applies them.
                     tracing::error!(error = %err, "applying inserts to sled failed; retrying");
                 }
@@ -553,19 +564,8 @@ impl Crashes {
         }
     }
 
-    fn unapplied_since(&self) -> Option<Instant> {
-        self.unapplied
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .since
-    }
-
     fn unapplied_len(&self) -> usize {
-        self.unapplied
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .writes
-            .len()
+        Unapplied::read(&self.unapplied).writes.len()
     }
 
     /// Makes the identity index durable for every crash stored so far, so that the next
@@ -727,12 +727,7 @@ impl Crashes {
         remove(&mut tx, &old, at)?;
         add(&mut tx, &new, at)?;
         let encoded = encode_record(&new)?;
-        let tag = FrameTag {
-            kind: FrameKind::Update,
-            block: at.block,
-            slot: at.slot,
-        };
-        let record = tx.appends.push(&encoded, tag);
+        let record = tx.appends.push(&encoded, frame_tag(FrameKind::Update, at));
         let entries = tx.block_mut(at.block)?;
         if let Some(entry) = entries.iter_mut().find(|(slot, _)| *slot == at.slot) {
             let old = std::mem::replace(&mut entry.1, record);
@@ -982,14 +977,8 @@ fn place(
     encoded: Vec<u8>,
 ) -> Result<Location, StoreError> {
     // The frame names the crash's location, for replay: find it first.
-    let append = |tx: &mut Tx<'_>, at: Location| {
-        let tag = FrameTag {
-            kind: FrameKind::Insert,
-            block: at.block,
-            slot: at.slot,
-        };
-        tx.appends.push(&encoded, tag)
-    };
+    let append =
+        |tx: &mut Tx<'_>, at: Location| tx.appends.push(&encoded, frame_tag(FrameKind::Insert, at));
     if let Some(current) = open.as_mut() {
         // Uploads reach the writer slightly out of receive order; a crash stamped a
         // moment before the open block's first one still belongs in it.
@@ -1238,22 +1227,29 @@ fn replay(tree: &sled::Tree, log: &CrashLog, writing: u32) -> Result<usize, Stor
         segment: writing,
         offset: 0,
     };
-    let Some(raw) = tree.get(APPLIED_KEY)? else {
+    let from = match tree.get(APPLIED_KEY)? {
+        Some(raw) => LogPosition::decode(&raw).ok_or_else(|| StoreError::Corrupt {
+            key: String::from_utf8_lossy(APPLIED_KEY).into_owned(),
+            problem: "not a crash log position".into(),
+        })?,
         // A new store, or one from before the log was a write-ahead log, when every
         // batch reached sled before it was answered: nothing to replay.
-        tree.insert(APPLIED_KEY, applied_from_now.encode())?;
-        tree.flush()?;
-        return Ok(0);
+        None => applied_from_now,
     };
-    let from = LogPosition::decode(&raw).ok_or_else(|| StoreError::Corrupt {
-        key: String::from_utf8_lossy(APPLIED_KEY).into_owned(),
-        problem: "not a crash log position".into(),
-    })?;
-    let (frames, _) = log
+    let frames = log
         .frames_after(from, writing)
         .map_err(log_error(from.segment))?;
     let nothing_waits = RwLock::new(Unapplied::default());
     let mut tx = Tx::over(tree, log, &nothing_waits, Appends::none());
+    // Damage in sled (a block or counter that no longer decodes) costs that crash, not
+    // the start of the server; an I/O error still stops it.
+    let skip = |err: StoreError| match err {
+        StoreError::Sled(_) => Err(err),
+        err => {
+            tracing::warn!(error = %err, "crash log replay skips a crash sled cannot take");
+            Ok(())
+        }
+    };
     let mut last = last_block(tree)?;
     let mut replayed = 0;
     for log::Frame { tag, record, bytes } in frames {
@@ -1269,15 +1265,6 @@ fn replay(tree: &sled::Tree, log: &CrashLog, writing: u32) -> Result<usize, Stor
             Err(err) => {
                 tracing::warn!(error = %err, "crash log replay skips an undecodable record");
                 continue;
-            }
-        };
-        // Damage in sled (a block or counter that no longer decodes) costs that crash,
-        // not the start of the server; an I/O error still stops it.
-        let skip = |err: StoreError| match err {
-            StoreError::Sled(_) => Err(err),
-            err => {
-                tracing::warn!(error = %err, "crash log replay skips a crash sled cannot take");
-                Ok(())
             }
         };
         let entries = match tx.block_mut(at.block) {
@@ -1305,6 +1292,9 @@ fn replay(tree: &sled::Tree, log: &CrashLog, writing: u32) -> Result<usize, Stor
     if let Some(last) = last {
         tx.put(LAST_BLOCK_KEY, last.to_be_bytes().to_vec());
     }
+    // Written even with nothing replayed, so the next open starts from this process's
+    // segment.
+    tx.put(APPLIED_KEY, applied_from_now.encode());
     let writes = Tx::writes(tx.pending, tx.blocks);
     settle(tree, &nothing_waits, applied_from_now, writes)?;
     tree.flush()?;
@@ -1519,6 +1509,13 @@ mod tests {
 
     const T0: &str = "2026-11-25T10:00:00Z";
 
+    /// How many crashes sled's copy of the block holding `id` lists.
+    fn in_sled(crashes: &Crashes, id: &str) -> usize {
+        let at = Location::parse(id).unwrap();
+        let raw = crashes.tree.get(block_key(at.block)).unwrap().unwrap();
+        block_entries("block", &raw).unwrap().len()
+    }
+
     #[test]
     fn ids_name_locations_and_sort_by_time() {
         let at = Location {
@@ -1685,17 +1682,12 @@ mod tests {
     #[test]
     fn answered_inserts_are_read_before_sled_has_them_and_replayed_after_a_kill() {
         let dir = tempfile::tempdir().unwrap();
-        let (ids, block) = {
+        let ids = {
             let (_db, crashes) = open_in(dir.path());
             let settled = insert(&crashes, vec![record("a", "g", T0)]).remove(0);
             crashes.settle().unwrap();
             let waiting = insert(&crashes, vec![record("b", "g", T0), record("c", "h", T0)]);
-            let in_sled = |id: &str| {
-                let at = Location::parse(id).unwrap();
-                let raw = crashes.tree.get(block_key(at.block)).unwrap().unwrap();
-                block_entries("block", &raw).unwrap().len()
-            };
-            assert_eq!(in_sled(&settled.id), 1, "b and c wait in memory");
+            assert_eq!(in_sled(&crashes, &settled.id), 1, "b and c wait in memory");
             // Every read sees them: by id, counters, and a retry.
             assert_eq!(crashes.get(&waiting[1].id).unwrap().unwrap().identity, "c");
             assert_eq!(crashes.group("g").unwrap().unwrap().count, 2);
@@ -1708,11 +1700,10 @@ mod tests {
                 waiting[1].id.clone(),
             ];
             // Killed here: dropped without settling, so sled never got b and c.
-            (ids, Location::parse(&settled.id).unwrap().block)
+            ids
         };
         let (_db, crashes) = open_in(dir.path());
-        let raw = crashes.tree.get(block_key(block)).unwrap().unwrap();
-        assert_eq!(block_entries("block", &raw).unwrap().len(), 3, "replayed");
+        assert_eq!(in_sled(&crashes, &ids[0]), 3, "replayed");
         assert_eq!(crashes.in_group("g").unwrap(), ids[..2].to_vec());
         assert_eq!(crashes.in_group("h").unwrap(), ids[2..].to_vec());
         assert_eq!(crashes.group("g").unwrap().unwrap().count, 2);
@@ -1772,10 +1763,8 @@ mod tests {
             })
             .unwrap()
             .unwrap();
-        let at = Location::parse(&inserted[1].id).unwrap();
-        let raw = crashes.tree.get(block_key(at.block)).unwrap().unwrap();
-        assert_eq!(block_entries("block", &raw).unwrap().len(), 2);
-        assert!(crashes.unapplied_len() == 0);
+        assert_eq!(in_sled(&crashes, &inserted[1].id), 2);
+        assert_eq!(crashes.unapplied_len(), 0);
         assert!(crashes.delete(&inserted[1].id).unwrap());
         assert_eq!(crashes.group("g").unwrap().unwrap().count, 1);
         assert_eq!(

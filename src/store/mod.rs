@@ -482,8 +482,8 @@ impl Store {
     }
 
     /// Writes everything buffered to disk; called on shutdown.
+    /// The checkpoint settles waiting inserts into sled first.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.crashes.settle()?;
         if !self.crashes.checkpoint(&self.db)? {
             self.db.flush()?;
         }

@@ -63,7 +63,7 @@ pub(super) struct Frame {
 
 /// A point in the log: everything before it (in this segment and older ones) is in
 /// sled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct LogPosition {
     pub segment: u32,
     pub offset: u64,
@@ -291,17 +291,11 @@ impl CrashLog {
     }
 
     /// The frames from `from` on, in every segment before `until`, each segment up to
-    /// its first frame that is torn (a kill mid-write) or not a frame at all; with the
-    /// position after the last whole frame. Only the tail past sled's position (about
+    /// its first frame that is torn (a kill mid-write) or not a frame at all. Only the tail past sled's position (about
     /// half a second of crashes) should lie beyond `from`, but a segment is streamed,
     /// not read whole.
-    pub fn frames_after(
-        &self,
-        from: LogPosition,
-        until: u32,
-    ) -> io::Result<(Vec<Frame>, LogPosition)> {
+    pub fn frames_after(&self, from: LogPosition, until: u32) -> io::Result<Vec<Frame>> {
         let mut frames = Vec::new();
-        let mut end = from;
         for segment in self.segments()? {
             if segment < from.segment || segment >= until {
                 continue;
@@ -316,12 +310,9 @@ impl CrashLog {
             let mut reader = io::BufReader::with_capacity(1 << 20, file);
             io::Seek::seek(&mut reader, io::SeekFrom::Start(at))?;
             let mut header = [0u8; FRAME_HEADER as usize];
-            loop {
-                if size.saturating_sub(at) < FRAME_HEADER
-                    || io::Read::read_exact(&mut reader, &mut header).is_err()
-                {
-                    break;
-                }
+            // The sizes are checked first, so a failed read is the disk's, not a tail.
+            while size.saturating_sub(at) >= FRAME_HEADER {
+                io::Read::read_exact(&mut reader, &mut header)?;
                 let Some((tag, len)) = parse_header(&header) else {
                     break;
                 };
@@ -339,12 +330,8 @@ impl CrashLog {
                 frames.push(Frame { tag, record, bytes });
                 at = offset + u64::from(len);
             }
-            end = LogPosition {
-                segment,
-                offset: at,
-            };
         }
-        Ok((frames, end))
+        Ok(frames)
     }
 
     pub fn remove_segment(&self, segment: u32) -> io::Result<()> {
@@ -545,7 +532,7 @@ mod tests {
         raw.extend_from_slice(&[0, 0, 0, 9, 1, 0, 0]);
         std::fs::write(&path, raw).unwrap();
 
-        let (frames, at) = log.frames_after(applied, u32::MAX).unwrap();
+        let frames = log.frames_after(applied, u32::MAX).unwrap();
         assert_eq!(
             frames,
             vec![
@@ -561,15 +548,14 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(at, end);
         // The segment a process writes to is left out, and so is everything before
         // the position.
         assert!(log
             .frames_after(applied, writer.segment())
             .unwrap()
-            .0
             .is_empty());
-        assert!(log.frames_after(end, u32::MAX).unwrap().0.is_empty());
+        // From the end of the whole frames, the torn tail is not a frame.
+        assert!(log.frames_after(end, u32::MAX).unwrap().is_empty());
         let decoded = LogPosition::decode(&end.encode()).unwrap();
         assert_eq!(decoded, end);
     }
