@@ -148,7 +148,7 @@ fn pick_addresses(cache: &LoadedSymCache, n: usize) -> Vec<u64> {
 /// The lookup address crashbox uses for frame `i` of the flat list: exact for the
 /// first frame of each thread, `pc - 1` for the return addresses below it.
 fn lookup_address(relative: u64, i: usize) -> u64 {
-    if i % FRAMES_PER_THREAD == 0 {
+    if i.is_multiple_of(FRAMES_PER_THREAD) {
         relative
     } else {
         relative - 1

@@ -55,8 +55,8 @@ fn main() {
     let started = Instant::now();
     let mut encoded_bytes = 0;
     for record in records {
-        let encoded = crashbox::store::EncodedCrash::new(record).unwrap();
-        encoded_bytes = encoded.len();
+        let encoded = record.encode().unwrap();
+        encoded_bytes = encoded.record_len();
     }
     let encode = started.elapsed().as_secs_f64() / n as f64;
     println!("reports: {n}, frames in crashed thread: {}", frames / n);

@@ -13,9 +13,9 @@ use crate::config::Config;
 use crate::debug_files::{
     DebugFileStore, IngestError, IngestReport, IngestStatus, StoredDebugFiles, UploadMeta,
 };
-use crate::intake::{self, IntakeError};
+use crate::intake::{self, CrashRecord, IntakeError};
 use crate::metrics::Metrics;
-use crate::store::{CrashRecord, EncodedCrash, Inserted, MissingDebugFile, Store, StoreError};
+use crate::store::{Inserted, MissingDebugFile, Store, StoreError};
 use crate::symbolicate::SymbolicatedCrash;
 
 /// Reports up to this size are prepared on the executor thread (see `ingest_crash`).
@@ -118,10 +118,7 @@ impl App {
 
     /// Stores one crash report upload (several crashes for a MetricKit payload). When
     /// this returns `Ok`, the crashes are on disk.
-    pub async fn ingest_crash(
-        &self,
-        bytes: axum::body::Bytes,
-    ) -> Result<Vec<Inserted>, IntakeError> {
+    pub async fn ingest_crash(&self, bytes: bytes::Bytes) -> Result<Vec<Inserted>, IntakeError> {
         let this = self.clone();
         let result = async {
             let _slot = self.inner.intake_slots.acquire().await;
@@ -137,7 +134,7 @@ impl App {
                 )?;
                 records
                     .into_iter()
-                    .map(EncodedCrash::new)
+                    .map(CrashRecord::encode)
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(IntakeError::from)
             };
@@ -150,9 +147,9 @@ impl App {
                 tokio::task::spawn_blocking(prepare)
                     .await
                     .unwrap_or_else(|join| {
-                        Err(IntakeError::Store(StoreError::Sled(
-                            sled::Error::ReportableBug(format!("intake task failed: {join}")),
-                        )))
+                        Err(IntakeError::Store(StoreError::Task(format!(
+                            "intake task failed: {join}"
+                        ))))
                     })?
             };
             drop(_slot);
@@ -177,33 +174,37 @@ impl App {
         &self,
         id: String,
     ) -> Result<Option<(CrashRecord, SymbolicatedCrash)>, StoreError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let Some(record) = this.inner.store.crash(&id)? else {
+        self.blocking(move |app| {
+            let Some(stored) = app.inner.store.crash(&id)? else {
                 return Ok(None);
             };
-            let crash =
-                crate::symbolicate::symbolicate(&record.report, this.inner.symbols.as_ref());
+            let record = CrashRecord::decode(stored)?;
+            let crash = crate::symbolicate::symbolicate(&record.report, app.inner.symbols.as_ref());
             Ok(Some((record, crash)))
         })
         .await
-        .unwrap_or_else(|join| {
-            Err(StoreError::Sled(sled::Error::ReportableBug(format!(
-                "crash task failed: {join}"
-            ))))
-        })
     }
 
     /// Deletes a crash; false when there was none.
     pub async fn delete_crash(&self, id: &str) -> Result<bool, StoreError> {
-        let (deleted, ticket) = self.inner.store.delete_crash(id)?;
-        self.inner.store.durable(ticket).await?;
-        Ok(deleted)
+        self.inner.store.delete_crash(id).await
     }
 
     /// The missing-dSYM list.
-    pub fn missing_debug_files(&self) -> Result<Vec<MissingDebugFile>, StoreError> {
-        self.inner.store.missing_debug_files()
+    pub async fn missing_debug_files(&self) -> Result<Vec<MissingDebugFile>, StoreError> {
+        self.blocking(|app| app.inner.store.missing_debug_files())
+            .await
+    }
+
+    /// Runs store work on the blocking pool: store reads block on SQLite.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&App) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || work(&app))
+            .await
+            .unwrap_or_else(|join| Err(StoreError::Task(join.to_string())))
     }
 
     fn wake_worker(&self) {
@@ -299,22 +300,19 @@ impl App {
         if debug_ids.is_empty() {
             return;
         }
-        let queued = match self.inner.store.enqueue_resymbolication(&debug_ids) {
-            Ok(ticket) => self.inner.store.durable(ticket).await,
-            Err(err) => Err(err),
-        };
-        match queued {
+        match self.inner.store.enqueue_resymbolication(debug_ids).await {
             Ok(()) => self.wake_worker(),
             Err(err) => tracing::error!(error = %err, "cannot queue re-symbolication"),
         }
     }
 
     /// Whether the store and the dsyms dir are usable.
-    pub fn ready(&self) -> Result<(), String> {
-        self.inner.store.check().map_err(|e| e.to_string())?;
-        self.inner
-            .debug_files
-            .check_writable()
+    pub async fn ready(&self) -> Result<(), String> {
+        self.inner.store.check().await.map_err(|e| e.to_string())?;
+        let debug_files = self.inner.debug_files.clone();
+        tokio::task::spawn_blocking(move || debug_files.check_writable())
+            .await
+            .map_err(|e| e.to_string())?
             .map_err(|e| format!("dsyms dir: {e}"))
     }
 
@@ -400,7 +398,7 @@ fn drain_resymbolication_queue(
         if changed > 0 {
             tracing::info!(debug_id, changed, "crashes symbolicated again");
         }
-        store.dequeue_resymbolication(&key)?;
+        store.dequeue_resymbolication(key)?;
     }
     Ok(())
 }

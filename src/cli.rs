@@ -40,6 +40,14 @@ enum Command {
     SendCrash(SendCrashArgs),
     /// Symbolicate a crash report offline, with local debug files: no server needed.
     Symbolicate(SymbolicateArgs),
+    /// Copy the store to one file, consistently, while a server may be running.
+    Backup {
+        #[arg(long, env = "CRASHBOX_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Where to write the copy (a SQLite database file).
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +177,28 @@ pub fn main() -> ExitCode {
         Command::UploadDsyms(args) => upload_dsyms(args),
         Command::SendCrash(args) => send_crash(args),
         Command::Symbolicate(args) => symbolicate(args),
+        Command::Backup { data_dir, to } => backup(&data_dir, &to),
+    }
+}
+
+fn backup(data_dir: &std::path::Path, to: &std::path::Path) -> ExitCode {
+    if !data_dir.join(crate::store::DB_FILE).is_file() {
+        eprintln!(
+            "crashbox: no store in {} (expected {})",
+            data_dir.display(),
+            crate::store::DB_FILE
+        );
+        return ExitCode::from(2);
+    }
+    match crate::store::Store::backup(data_dir, to) {
+        Ok(()) => {
+            println!("backed up {} to {}", data_dir.display(), to.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("crashbox: backup failed: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -8,8 +8,9 @@
 //!   twins map onto it in `cli`.
 //! - [`telemetry`]: tracing setup, once per process.
 //! - [`auth`]: API tokens and scopes. Tokens live as hashed files in the data dir so that
-//!   `crashbox token create` works while a server holds the store open.
-//! - [`store`]: the only module that imports sled. Keys, codecs and trees live there.
+//!   `crashbox token create` works beside a running server.
+//! - [`store`]: the only module that names SQLite: schema, migrations, the writer thread
+//!   and the read pool.
 //! - [`debug_files`]: the debug-file store. It walks uploads without trusting them
 //!   (zips, fat Mach-O, ELF, Breakpad), indexes each object by debug id and arch, and
 //!   converts it once to a SymCache under the dsyms dir.

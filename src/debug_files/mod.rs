@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{DebugFileFilter, Store, StoreError};
+use crate::store::{DebugFileFilter, DebugFileRow, Store, StoreError};
 use crate::util;
 
 pub use local::LocalDebugFiles;
@@ -91,6 +91,76 @@ pub struct DebugFile {
     pub uploaded_at: String,
     /// Every release this object was uploaded with.
     pub releases: Vec<String>,
+}
+
+impl DebugFile {
+    /// The store's row for this file.
+    fn to_row(&self) -> DebugFileRow {
+        DebugFileRow {
+            debug_id: self.debug_id.clone(),
+            arch: self.arch.clone(),
+            code_id: self.code_id.clone(),
+            name: self.name.clone(),
+            path: self.path.clone(),
+            kind: self.kind.as_str().to_owned(),
+            object_kind: self.object_kind.clone(),
+            has_symbols: self.features.symbols,
+            has_debug_info: self.features.debug_info,
+            has_unwind_info: self.features.unwind,
+            has_sources: self.features.sources,
+            size: self.size,
+            sha256: self.sha256.clone(),
+            symcache_size: self.symcache_size,
+            symcache_version: self.symcache_version,
+            uploaded_at: self.uploaded_at.clone(),
+            releases: self.releases.clone(),
+        }
+    }
+
+    fn from_row(row: DebugFileRow) -> Self {
+        DebugFile {
+            kind: DebugFileKind::parse(&row.kind),
+            features: Features {
+                symbols: row.has_symbols,
+                debug_info: row.has_debug_info,
+                unwind: row.has_unwind_info,
+                sources: row.has_sources,
+            },
+            debug_id: row.debug_id,
+            arch: row.arch,
+            code_id: row.code_id,
+            name: row.name,
+            path: row.path,
+            object_kind: row.object_kind,
+            size: row.size,
+            sha256: row.sha256,
+            symcache_size: row.symcache_size,
+            symcache_version: row.symcache_version,
+            uploaded_at: row.uploaded_at,
+            releases: row.releases,
+        }
+    }
+}
+
+impl DebugFileKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DebugFileKind::Dsym => "dsym",
+            DebugFileKind::Macho => "macho",
+            DebugFileKind::Elf => "elf",
+            DebugFileKind::Breakpad => "breakpad",
+        }
+    }
+
+    /// The kind a stored name names; an unknown name (a newer build's) reads as Mach-O.
+    fn parse(name: &str) -> Self {
+        match name {
+            "dsym" => DebugFileKind::Dsym,
+            "elf" => DebugFileKind::Elf,
+            "breakpad" => DebugFileKind::Breakpad,
+            _ => DebugFileKind::Macho,
+        }
+    }
 }
 
 /// What became of one object found in an upload.
@@ -283,11 +353,15 @@ impl DebugFileStore {
     }
 
     pub fn get(&self, debug_id: &str) -> Result<Vec<DebugFile>, StoreError> {
-        self.store.debug_files_by_id(&debug_id.to_ascii_lowercase())
+        let rows = self
+            .store
+            .debug_files_by_id(&debug_id.to_ascii_lowercase())?;
+        Ok(rows.into_iter().map(DebugFile::from_row).collect())
     }
 
     pub fn list(&self, filter: &DebugFileFilter) -> Result<Vec<DebugFile>, StoreError> {
-        self.store.list_debug_files(filter)
+        let rows = self.store.list_debug_files(filter)?;
+        Ok(rows.into_iter().map(DebugFile::from_row).collect())
     }
 
     /// Ingests the upload at `upload_path` (a zip or one object file). Blocking and
@@ -355,7 +429,10 @@ impl DebugFileStore {
         let mut index_updates: Vec<DebugFile> = Vec::new();
         for (n, (source_index, info)) in best.into_iter().enumerate() {
             let source = &walked.sources[source_index];
-            let existing = self.store.debug_file(&info.debug_id, &info.arch)?;
+            let existing = self
+                .store
+                .debug_file(&info.debug_id, &info.arch)?
+                .map(DebugFile::from_row);
             if let Some(mut existing) = existing.clone() {
                 if existing.features.debug_info || !info.features.debug_info {
                     if let Some(release) = &meta.release {
@@ -455,7 +532,8 @@ impl DebugFileStore {
         }
         index_updates.extend(staged.into_iter().map(|(_, file)| file));
         if !index_updates.is_empty() {
-            self.store.put_debug_files(&index_updates)?;
+            self.store
+                .put_debug_files(index_updates.iter().map(DebugFile::to_row).collect())?;
         }
         Ok(())
     }

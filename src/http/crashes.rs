@@ -11,8 +11,8 @@ use serde_json::json;
 use super::{authorize, body, ApiError};
 use crate::app::App;
 use crate::auth::Scope;
+use crate::intake::CrashRecord;
 use crate::render::{apple_text, crash_json, CrashIds};
-use crate::store::CrashRecord;
 use crate::symbolicate::SymbolicatedCrash;
 
 /// `POST /api/v1/crashes`: a raw report in any accepted format. 201 when at least one

@@ -128,9 +128,20 @@ pub async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&app, &headers, Scope::Read)?;
     if params.missing == Some(true) {
-        let missing = tokio::task::spawn_blocking(move || app.missing_debug_files())
-            .await
-            .map_err(ApiError::internal)??;
+        let missing: Vec<_> = app
+            .missing_debug_files()
+            .await?
+            .into_iter()
+            .map(|m| {
+                serde_json::json!({
+                    "debug_id": m.debug_id,
+                    "name": m.name,
+                    "crash_count": m.crash_count,
+                    "releases": m.releases,
+                    "last_seen": m.last_seen,
+                })
+            })
+            .collect();
         return Ok(Json(serde_json::json!({ "missing": missing })));
     }
     let filter = DebugFileFilter {
@@ -161,7 +172,10 @@ pub async fn get(
         )
     })?;
     let key = parsed.to_string().to_ascii_lowercase();
-    let files = app.debug_files().get(&key)?;
+    let lookup = key.clone();
+    let files = tokio::task::spawn_blocking(move || app.debug_files().get(&lookup))
+        .await
+        .map_err(ApiError::internal)??;
     if files.is_empty() {
         return Err(ApiError::not_found(format!(
             "no debug file with debug id {key}"

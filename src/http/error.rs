@@ -106,8 +106,9 @@ impl From<Denied> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
-            // The disk did not confirm the write: the client must retry, not trust it.
-            StoreError::NotDurable(_) => ApiError::new(
+            // The write was not committed (the writer failed the batch or is gone): the
+            // client must retry, not trust it.
+            StoreError::Writer(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_durable",
                 err.to_string(),

@@ -10,12 +10,15 @@
 //! waits for durability on the executor. The raw bytes are only hashed (for the
 //! identity of reports without an incident id) and never stored.
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::render::signature;
 use crate::report::{self, CrashReport, ParseError, ParseLimits};
-use crate::scrub::{keyed_hash, scrub};
-use crate::store::{CrashRecord, NeededDebugFile, Store, StoreError};
+use crate::scrub::{keyed_hash, scrub, ScrubSummary};
+use crate::store::{
+    unix_ms, Filing, NeededDebugFile, NewCrash, Refiling, Store, StoreError, StoredCrash,
+};
 use crate::symbolicate::{release_of, symbolicate, DebugFileSource};
 
 /// Why a report was not stored.
@@ -44,13 +47,97 @@ impl IntakeError {
     }
 }
 
-/// What symbolication decides about a crash: the parts a stored record keeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Analysis {
+/// One crash: the scrubbed report (raw addresses kept, so it can be symbolicated
+/// again) and what its last symbolication decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrashRecord {
+    /// Assigned by the store; empty before the crash is stored.
+    pub id: String,
+    /// RFC 3339, when crashbox received it.
+    pub received_at: String,
+    /// Keyed hash naming the report, for de-duplication of retried uploads.
+    pub identity: String,
+    /// Keyed hash of the device, for counting affected devices.
+    pub device_hash: Option<String>,
+    pub release: Option<String>,
     pub signature: String,
     pub group_id: String,
+    /// Debug ids its frames needed that were missing.
     pub missing: Vec<NeededDebugFile>,
+    pub scrub: ScrubSummary,
+    pub report: CrashReport,
 }
+
+/// What a stored crash record holds: the store keeps it as opaque JSON. `v` names the
+/// shape; every field decodes with a default, so a record written before a field was
+/// added still reads.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct StoredRecord {
+    v: u32,
+    scrub: ScrubSummary,
+    report: CrashReport,
+}
+
+/// The shape [`StoredRecord`] is written in today.
+const RECORD_VERSION: u32 = 1;
+
+impl CrashRecord {
+    /// The store's row for this record; compresses it, so call it off the writer.
+    pub fn encode(self) -> Result<NewCrash, StoreError> {
+        let received = time::OffsetDateTime::parse(
+            &self.received_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+        let json = serde_json::to_vec(&StoredRecord {
+            v: RECORD_VERSION,
+            scrub: self.scrub,
+            report: self.report,
+        })
+        .map_err(|e| StoreError::Corrupt {
+            key: "new crash".into(),
+            problem: e.to_string(),
+        })?;
+        NewCrash::new(
+            self.identity,
+            unix_ms(received),
+            self.device_hash,
+            self.release,
+            Filing {
+                signature: self.signature,
+                group_id: self.group_id,
+                missing: self.missing,
+            },
+            &json,
+        )
+    }
+
+    /// A stored crash as a record.
+    pub fn decode(stored: StoredCrash) -> Result<Self, StoreError> {
+        let record: StoredRecord =
+            serde_json::from_slice(&stored.record).map_err(|e| StoreError::Corrupt {
+                key: format!("crash {}", stored.id),
+                problem: format!("record does not decode: {e}"),
+            })?;
+        Ok(CrashRecord {
+            id: stored.id,
+            received_at: stored.received_at,
+            // Only the store compares identities; it never hands them out.
+            identity: String::new(),
+            device_hash: stored.device_hash,
+            release: stored.release,
+            signature: stored.filing.signature,
+            group_id: stored.filing.group_id,
+            missing: stored.filing.missing,
+            scrub: record.scrub,
+            report: record.report,
+        })
+    }
+}
+
+/// What symbolication decides about a crash: the parts a stored record keeps.
+pub type Analysis = Filing;
 
 /// Symbolicates `report` and derives its signature, group and missing debug files.
 pub fn analyze(report: &CrashReport, source: &dyn DebugFileSource) -> Analysis {
@@ -107,7 +194,7 @@ pub fn prepare(
         });
         let analysis = analyze(&report, source);
         records.push(CrashRecord {
-            // The store names a crash by where it puts it.
+            // The store names a crash when it stores it.
             id: String::new(),
             received_at: received_at.clone(),
             identity,
@@ -123,34 +210,54 @@ pub fn prepare(
     Ok(records)
 }
 
+/// How many crashes one re-symbolication transaction moves: large enough that a
+/// hundred thousand crashes take a few hundred commits, small enough that an intake
+/// batch never waits behind one for more than a few milliseconds.
+const REFILE_BATCH: usize = 256;
+
 /// Symbolicates again every stored crash that lacked `debug_id`, moving it to the group
-/// its new signature names. Returns how many crashes changed.
+/// its new signature names. Returns how many crashes changed. Blocking: symbolication
+/// runs on this thread, the writes go to the store's writer a batch at a time.
 pub fn resymbolicate(
     store: &Store,
     source: &dyn DebugFileSource,
     debug_id: &str,
 ) -> Result<usize, StoreError> {
     let mut changed = 0;
-    for id in store.crashes_needing(debug_id)? {
-        let updated = store.update_crash(&id, |old| {
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store.crashes_needing(debug_id, cursor.as_deref(), REFILE_BATCH)?;
+        let mut changes = Vec::new();
+        for stored in page.items {
+            let id = stored.id.clone();
+            let old = match CrashRecord::decode(stored) {
+                Ok(old) => old,
+                Err(err) => {
+                    tracing::warn!(error = %err, "a stored crash does not decode; left as it is");
+                    continue;
+                }
+            };
             let analysis = analyze(&old.report, source);
-            let same = analysis.signature == old.signature && analysis.missing == old.missing;
-            (!same).then(|| CrashRecord {
-                signature: analysis.signature,
-                group_id: analysis.group_id,
-                missing: analysis.missing,
-                ..old.clone()
-            })
-        })?;
-        changed += usize::from(updated.is_some());
+            if analysis.signature != old.signature || analysis.missing != old.missing {
+                changes.push(Refiling {
+                    id,
+                    filing: analysis,
+                });
+            }
+        }
+        if !changes.is_empty() {
+            changed += store.refile_crashes(changes)?;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(changed),
+        }
     }
-    Ok(changed)
 }
 
 #[cfg(test)]
 mod store_tests {
     use super::*;
-    use crate::store::EncodedCrash;
     use crate::symbolicate::NoDebugFiles;
 
     const REPORT: &str = r#"{"crashbox":1,"app":{"name":"App","version":"1.0","build":"1"},
@@ -159,13 +266,16 @@ mod store_tests {
                    "uuid":"54039061-a983-3323-a49d-837a894d667f","load_address":"0x1000","size":4096}],
         "threads":[{"crashed":true,"frames":["0x1010"]}]}"#;
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     fn store_with(ages_in_days: &[i64]) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         for (i, age) in ages_in_days.iter().enumerate() {
             let now = time::OffsetDateTime::now_utc() - time::Duration::days(*age);
             // A distinct incident per crash, so none is a duplicate.
@@ -181,11 +291,8 @@ mod store_tests {
                 now,
             )
             .unwrap();
-            let encoded = records
-                .into_iter()
-                .map(|r| EncodedCrash::new(r).unwrap())
-                .collect();
-            let inserted = runtime.block_on(store.insert_crashes(encoded)).unwrap();
+            let encoded = records.into_iter().map(|r| r.encode().unwrap()).collect();
+            let inserted = runtime().block_on(store.insert_crashes(encoded)).unwrap();
             assert!(inserted[0].created);
         }
         (dir, store)
@@ -194,51 +301,82 @@ mod store_tests {
     #[test]
     fn retention_prunes_old_crashes_with_their_counts() {
         let (_dir, store) = store_with(&[100, 95, 1]);
-        let groups = store.groups().unwrap();
+        let groups = store
+            .groups(crate::store::GroupSort::Count, None, 10)
+            .unwrap()
+            .items;
         assert_eq!(groups.len(), 1);
         assert_eq!(groups[0].count, 3);
         assert_eq!(store.missing_debug_files().unwrap()[0].crash_count, 3);
         let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(90);
         assert_eq!(store.prune_crashes_before(cutoff).unwrap(), 2);
-        assert_eq!(store.groups().unwrap()[0].count, 1);
+        let group = store.group(&groups[0].id).unwrap().unwrap();
+        assert_eq!(group.count, 1, "the group stays, with one crash");
         assert_eq!(store.missing_debug_files().unwrap()[0].crash_count, 1);
-        assert_eq!(store.crashes_in_group(&groups[0].id).unwrap().len(), 1);
+        assert_eq!(
+            store
+                .crashes_in_group(&groups[0].id, None, 50)
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
         assert_eq!(store.prune_crashes_before(cutoff).unwrap(), 0);
+        assert_eq!(store.audit().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_record_round_trips_through_the_store() {
+        let (_dir, store) = store_with(&[0]);
+        let stored = store.records().unwrap().pop().unwrap();
+        let record = CrashRecord::decode(store.crash(&stored.id).unwrap().unwrap()).unwrap();
+        assert_eq!(record.report.app.version.as_deref(), Some("1.0"));
+        assert_eq!(record.release, stored.release);
+        assert_eq!(record.missing.len(), 1);
+    }
+
+    #[test]
+    fn a_record_missing_new_fields_decodes_with_defaults() {
+        // A record written before `scrub` existed, with a report that lacks most fields.
+        let stored = StoredCrash {
+            id: "x".into(),
+            received_at: "2026-01-01T00:00:00.000Z".into(),
+            device_hash: None,
+            release: None,
+            filing: Filing {
+                signature: "s".into(),
+                group_id: "g".into(),
+                missing: vec![],
+            },
+            record: br#"{"v":1,"report":{"format":"ips","threads":[]}}"#.to_vec(),
+        };
+        let record = CrashRecord::decode(stored).unwrap();
+        assert_eq!(record.report.format, report::ReportFormat::Ips);
+        assert!(record.scrub.rules.is_empty());
     }
 
     #[test]
     fn the_resymbolication_queue_survives_a_restart() {
         let (dir, store) = store_with(&[0]);
-        let ticket = store
-            .enqueue_resymbolication(&["54039061-a983-3323-a49d-837a894d667f".into()])
-            .unwrap();
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(store.durable(ticket))
+        runtime()
+            .block_on(
+                store.enqueue_resymbolication(vec!["54039061-a983-3323-a49d-837a894d667f".into()]),
+            )
             .unwrap();
         drop(store);
-        // The flusher and writer threads let go of the database when the store drops.
-        let mut reopened = None;
-        for _ in 0..100 {
-            match Store::open(dir.path()) {
-                Ok(store) => {
-                    reopened = Some(store);
-                    break;
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            }
-        }
-        let store = reopened.expect("the store reopens");
+        let store = Store::open(dir.path()).unwrap();
         let (key, debug_id) = store.next_resymbolication().unwrap().unwrap();
         assert_eq!(debug_id, "54039061-a983-3323-a49d-837a894d667f");
         assert_eq!(
-            store.crashes_needing(&debug_id).unwrap().len(),
+            store
+                .crashes_needing(&debug_id, None, 10)
+                .unwrap()
+                .items
+                .len(),
             1,
             "the crash still needs it"
         );
-        store.dequeue_resymbolication(&key).unwrap();
+        store.dequeue_resymbolication(key).unwrap();
         assert!(store.next_resymbolication().unwrap().is_none());
     }
 }

@@ -37,6 +37,7 @@ impl ReportFormat {
 
 /// The app that crashed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AppInfo {
     /// `CFBundleIdentifier`, e.g. `com.outofbox.app`.
     pub bundle_id: Option<String>,
@@ -50,6 +51,7 @@ pub struct AppInfo {
 
 /// The operating system the app ran on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct OsInfo {
     /// `iOS`, `iPadOS`, `macOS`, or Apple's own `iPhone OS` as the report spells it.
     pub name: Option<String>,
@@ -61,6 +63,7 @@ pub struct OsInfo {
 
 /// Why the process died, as the kernel and runtime described it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ExceptionInfo {
     /// Mach exception type: `EXC_BAD_ACCESS`, `EXC_CRASH`, … For an NSException with no
     /// Mach info, the exception's name (`NSInvalidArgumentException`).
@@ -79,6 +82,7 @@ pub struct ExceptionInfo {
 
 /// How the OS ended the process, when it says (`termination` in `.ips`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Termination {
     /// `SIGNAL`, `FRONTBOARD`, `RUNNINGBOARD`, …
     pub namespace: Option<String>,
@@ -94,6 +98,7 @@ pub struct Termination {
 
 /// One frame as the report wrote it, before symbolication.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RawFrame {
     /// Absolute instruction address (a return address for caller frames).
     pub instruction_addr: u64,
@@ -107,6 +112,7 @@ pub struct RawFrame {
 
 /// One thread's stack.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Thread {
     /// The thread's number in the report.
     pub index: usize,
@@ -120,6 +126,7 @@ pub struct Thread {
 
 /// A binary loaded in the crashed process.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Image {
     /// File name, e.g. `OutOfBox` or `libsystem_kernel.dylib`.
     pub name: String,
@@ -134,8 +141,10 @@ pub struct Image {
     pub arch: Option<String>,
 }
 
-/// One crash report, parsed, in any format.
+/// One crash report, parsed, in any format. Stored records decode with defaults for
+/// fields they lack, so fields can be added without a migration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CrashReport {
     pub format: ReportFormat,
     /// The report's own id (`incident_id`, Sentry `event_id`), used only to recognise
@@ -164,6 +173,12 @@ pub struct CrashReport {
     pub device_id: Option<String>,
     /// Things the parser had to do to the report, e.g. "capped 100000 frames to 512".
     pub notes: Vec<String>,
+}
+
+impl Default for CrashReport {
+    fn default() -> Self {
+        CrashReport::new(ReportFormat::Crashbox)
+    }
 }
 
 impl CrashReport {

@@ -28,6 +28,7 @@ use crate::report::CrashReport;
 
 /// Which rules fired, and how often. Never the values.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ScrubSummary {
     pub rules: BTreeMap<String, u32>,
 }

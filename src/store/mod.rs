@@ -1,503 +1,1071 @@
-//! The embedded store: the only module that imports sled.
+//! The embedded store: one SQLite database, `DATA_DIR/crashbox.db`, and the only module
+//! that names SQLite. Debug files and SymCaches stay as files in the dsyms dir (owned
+//! by `debug_files`); every record and index is here.
 //!
-//! sled holds the index; large blobs (debug files, SymCaches) live as plain files under
-//! the dsyms dir and are owned by `debug_files`; crash records live in the crash log
-//! (`DATA_DIR/crashes/`) and crash identities in their own hash files
-//! (`DATA_DIR/identities/`), both owned by [`crashes`]. Records are JSON so that they can grow
-//! fields without a migration (crash records deflated); index values are packed binary
-//! lists. Keys are plain strings chosen so that prefix
-//! scans answer the questions the API asks.
+//! - **Writes** go through one writer thread ([`writer`]): it batches whatever waits
+//!   (group commit), runs each job in a savepoint of one transaction, and answers after
+//!   `COMMIT` returns. WAL mode with `synchronous=FULL`: a commit is fsynced.
+//! - **Reads** use a small pool of read-only connections ([`pool`]); in WAL mode they
+//!   never wait for the writer. Every method here blocks: callers on the async executor
+//!   use the `async` ones or run the rest on the blocking pool.
+//! - **Checkpoints** run on their own thread and connection, so a commit never waits for
+//!   the WAL to be copied into the database.
+//! - **Schema** is numbered migrations ([`schema`]), applied at open.
 //!
-//! Trees and keys:
-//! - `debug_files`: `"{debug_id}/{arch}"` → [`DebugFile`]. A prefix scan on
-//!   `"{debug_id}/"` lists every arch of one debug id.
-//! - `crashes`: crashes, groups, the missing-debug-file list and the re-symbolication
-//!   queue; see [`crashes`] for its keys.
-//!
-//! Crash inserts go through one writer thread, which appends every upload waiting in
-//! its queue to the crash log (one write and one fsync: group commit) and answers them:
-//! the crash log is the write-ahead log, and the sled writes of those inserts wait in
-//! memory until the writer applies them, a few times a second (see [`crashes`]).
-//! Other writes (updates, deletes, the re-symbolication queue) are durable through
-//! sled: such a write returns a [`Ticket`], and [`Store::durable`] waits until a flush
-//! that started after the write has finished. One flusher thread runs flushes back to
-//! back, so under load one fsync covers every write that arrived during the previous
-//! one.
-//!
-//! The interface is a handful of methods on [`Store`], with no trait in between, so that
-//! a shared backend can later replace this file without touching its callers.
+//! Callers hand in and get back the store's own row types ([`NewCrash`],
+//! [`StoredCrash`], [`DebugFileRow`], …): what a crash record holds is the caller's
+//! JSON, compressed here; no report or debug-file type is the on-disk format.
 
 mod crashes;
+mod debug_files;
+mod pool;
+mod schema;
+mod writer;
 
-use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use crate::debug_files::DebugFile;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-pub use crashes::{
-    decode_segment, CrashRecord, EncodedCrash, Group, Inserted, MissingDebugFile, NeededDebugFile,
-};
+pub use crashes::{Filing, Inserted, Mismatch, NeededDebugFile, NewCrash, Refiling, StoredCrash};
+pub use debug_files::{DebugFileFilter, DebugFileRow};
+
+/// How long a connection waits for a lock (a checkpoint, another process's backup)
+/// before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// The database file's name in the data dir.
+pub const DB_FILE: &str = "crashbox.db";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled reported an I/O or corruption problem.
     #[error("store: {0}")]
-    Sled(#[from] sled::Error),
-    /// A stored record no longer decodes; the store was written by an incompatible
-    /// version or damaged.
-    #[error("store: undecodable record under {key}: {source}")]
-    Codec {
-        key: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("store: compression: {0}")]
-    Compression(#[source] std::io::Error),
+    Database(#[from] rusqlite::Error),
+    #[error("store: schema migration: {0}")]
+    Migration(String),
     #[error("store: damaged record under {key}: {problem}")]
     Corrupt { key: String, problem: String },
-    /// The disk did not confirm a write in time; the caller must not report success.
-    #[error("store: the write was not flushed to disk within {0:?}")]
-    NotDurable(Duration),
-    /// The crash writer thread failed a batch or is gone.
-    #[error("store: crash writer: {0}")]
+    /// The writer thread failed a batch or is gone.
+    #[error("store: writer: {0}")]
     Writer(String),
-    #[error("store: crash log segment {segment:08x}: {source}")]
-    CrashLog {
-        segment: u32,
+    #[error("store: {context}: {source}")]
+    Io {
+        context: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("store: identity index under {path}: {source}")]
-    IdentityIndex {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A blocking task running store work failed.
+    #[error("store: task failed: {0}")]
+    Task(String),
 }
 
-/// A write waiting to be flushed; see [`Store::durable`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ticket(u64);
-
-/// State shared with the flusher thread.
-struct FlushShared {
-    state: Mutex<FlushState>,
-    /// Wakes the flusher: a ticket was handed out, or stop.
-    wake: Condvar,
-    flushed: tokio::sync::watch::Sender<u64>,
-}
-
-#[derive(Default)]
-struct FlushState {
-    /// Tickets handed out.
-    requested: u64,
-    stop: bool,
-}
-
-impl FlushShared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, FlushState> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Stops the flusher and checkpoint threads when the last `Store` clone goes away, so
-/// their handles on the database do not keep it (and its file lock) alive.
-struct FlushGuard {
-    shared: Arc<FlushShared>,
-    /// Dropping it disconnects the checkpoint thread's receiver.
-    _stop_checkpoints: std::sync::mpsc::Sender<()>,
-}
-
-impl Drop for FlushGuard {
-    fn drop(&mut self) {
-        let mut state = self.shared.lock();
-        state.stop = true;
-        self.shared.wake.notify_all();
-    }
-}
-
-fn run_flusher(db: sled::Db, shared: Arc<FlushShared>) {
-    let mut flushed = 0u64;
-    loop {
-        let target = {
-            let mut state = shared.lock();
-            while state.requested == flushed && !state.stop {
-                state = shared
-                    .wake
-                    .wait(state)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-            if state.requested == flushed && state.stop {
-                return;
-            }
-            state.requested
-        };
-        let started = std::time::Instant::now();
-        let result = db.flush();
-        match result {
-            Ok(bytes) => {
-                tracing::trace!(
-                    bytes,
-                    tickets = target - flushed,
-                    micros = started.elapsed().as_micros() as u64,
-                    "store flushed"
-                );
-                flushed = target;
-                shared.flushed.send_replace(flushed);
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "store flush failed; retrying");
-                std::thread::sleep(Duration::from_millis(100));
-            }
+impl StoreError {
+    fn io(context: &str, source: std::io::Error) -> Self {
+        StoreError::Io {
+            context: context.to_owned(),
+            source,
         }
     }
 }
 
-/// How often the identity index is made durable: after a kill, at most this long of
-/// crashes is indexed again on the next open (about a second per 100k crashes).
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
-
-/// Checkpoints every [`CHECKPOINT_EVERY`] until `stop` is disconnected.
-fn run_checkpoints(
-    db: sled::Db,
-    crashes: Arc<crashes::Crashes>,
-    stop: std::sync::mpsc::Receiver<()>,
-) {
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
-    {
-        if let Err(err) = crashes.checkpoint(&db) {
-            tracing::error!(error = %err, "identity index checkpoint failed; retrying later");
-        }
-    }
+/// All crashes with one signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub id: String,
+    pub signature: String,
+    pub status: String,
+    pub count: u64,
+    /// Distinct device hashes among its crashes.
+    pub devices: u64,
+    pub first_seen: String,
+    pub last_seen: String,
 }
 
-/// One upload's crashes on their way to the writer thread.
-struct InsertJob {
-    crashes: Vec<EncodedCrash>,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<Inserted>, StoreError>>,
+/// How a group listing is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupSort {
+    /// Most crashes first.
+    Count,
+    /// Most recent crash first.
+    LastSeen,
 }
 
-/// Applies queued uploads in batches until every `Store` (and so every sender) is gone.
-fn run_writer(crashes: Arc<crashes::Crashes>, jobs: std::sync::mpsc::Receiver<InsertJob>) {
-    // Bounds one batch, so a flood cannot make one write (and its answers) wait long.
-    const MAX_BATCH: usize = 256;
-    // After the first upload of a batch arrives, the writer waits this long for more.
-    // Every batch costs an fsync of the crash log, so under load this trades a
-    // millisecond of latency for several times fewer of them.
-    const LINGER: Duration = Duration::from_millis(1);
-    let mut settle_in = Duration::ZERO;
-    loop {
-        let first = match jobs.recv_timeout(settle_in) {
-            Ok(first) => first,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                settle_in = crashes.settle_if_due();
-                continue;
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        let mut batch = vec![first];
-        let linger_until = std::time::Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH {
-            let wait = linger_until.saturating_duration_since(std::time::Instant::now());
-            match jobs.recv_timeout(wait) {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let (uploads, replies): (Vec<_>, Vec<_>) = batch
-            .into_iter()
-            .map(|job| (job.crashes, job.reply))
-            .unzip();
-        tracing::trace!(uploads = uploads.len(), "crash batch");
-        match crashes.insert_many(uploads) {
-            Ok(answers) => {
-                for (reply, answer) in replies.into_iter().zip(answers) {
-                    let _ = reply.send(Ok(answer));
-                }
-            }
-            Err(err) => {
-                let message = format!("batch write failed: {err}");
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Writer(message.clone())));
-                }
-            }
-        }
-        settle_in = crashes.settle_if_due();
-    }
-    if let Err(err) = crashes.settle() {
-        tracing::error!(error = %err, "applying the last inserts to sled failed; the next open replays them");
-    }
+/// A page of a listing and the cursor of the next one (`None` at the end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// One crash in a group's listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashSummary {
+    pub id: String,
+    pub received_at: String,
+    pub release: Option<String>,
+}
+
+/// A debug id crashes reference and nobody uploaded: the "missing dSYM" list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingDebugFile {
+    pub debug_id: String,
+    /// The image name the reports gave it.
+    pub name: String,
+    pub crash_count: u64,
+    pub releases: BTreeSet<String>,
+    pub last_seen: String,
+}
+
+/// One release's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    pub name: String,
+    pub crashes: u64,
+    pub devices: u64,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
 }
 
 /// Handle to the embedded store. Cheap to clone; all clones share one database.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    debug_files: sled::Tree,
-    crashes: Arc<crashes::Crashes>,
-    writer: std::sync::mpsc::Sender<InsertJob>,
-    flush: Arc<FlushShared>,
-    _flush_guard: Arc<FlushGuard>,
+    inner: Arc<Inner>,
 }
 
-/// How long a request waits for its write to reach the disk before giving up.
-const DURABLE_TIMEOUT: Duration = Duration::from_secs(30);
+struct Inner {
+    path: PathBuf,
+    writer: writer::Writer,
+    readers: pool::Readers,
+    /// The checkpointer's connection, also used for the full checkpoints a delete and
+    /// shutdown ask for.
+    checkpoints: Arc<Mutex<Connection>>,
+    /// Dropping it (with the last `Store`) stops the checkpointer thread.
+    _stop_checkpoints: mpsc::Sender<()>,
+}
 
-/// Which debug files a listing wants.
-#[derive(Debug, Default, Clone)]
-pub struct DebugFileFilter {
-    /// Only files uploaded with this release.
-    pub release: Option<String>,
-    /// Only files whose name contains this text (case-insensitive).
-    pub name: Option<String>,
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(at: time::OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// RFC 3339 in UTC with milliseconds, the way every stored time reads back.
+pub(crate) fn ms_to_rfc3339(ms: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    at.format(&time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .unwrap_or_default()
+}
+
+/// The read-write connection's settings. `synchronous=FULL` makes every commit an
+/// fsync of the WAL: a 2xx survives a power cut. Incremental auto-vacuum can only be
+/// chosen before the first table exists, so it is set on a new file only.
+fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    if tables == 0 {
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+    }
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Migration(format!(
+            "the database would not switch to WAL mode (got {mode})"
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         -- Deleted crash bytes are overwritten, not left in free pages.
+         PRAGMA secure_delete = ON;
+         -- 32 MiB: the identity index and the group pages of a busy day stay cached.
+         PRAGMA cache_size = -32768;
+         -- The checkpointer thread keeps the WAL short; this only bounds it should
+         -- that thread fall behind (200 MiB).
+         PRAGMA wal_autocheckpoint = 50000;",
+    )?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, to: Option<usize>) -> Result<(), StoreError> {
+    let migrations = schema::migrations();
+    let result = match to {
+        Some(version) => migrations.to_version(conn, version),
+        None => migrations.to_latest(conn),
+    };
+    result.map_err(|e| StoreError::Migration(e.to_string()))
+}
+
+fn run_checkpoints(conn: Arc<Mutex<Connection>>, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        let conn = conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(err) = checkpoint(&conn, "PASSIVE") {
+            tracing::warn!(error = %err, "WAL checkpoint failed; retrying");
+        }
+    }
+}
+
+/// Runs a checkpoint; returns whether it copied every frame of the WAL.
+fn checkpoint(conn: &Connection, mode: &str) -> Result<bool, StoreError> {
+    let (busy, log, done): (i64, i64, i64) =
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    Ok(busy == 0 && log == done)
 }
 
 impl Store {
-    /// Opens (or creates) the store under `DATA_DIR/db`.
+    /// Opens (or creates) the store in `data_dir`, applying every migration.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(data_dir.join("db"))
-            // Flushes are explicit (group commit for crash inserts; updates, deletes and
-            // retention flush before they zero dropped records), so the
-            // background flusher only needs to mop up.
-            .flush_every_ms(Some(1000))
-            // sled's page cache defaults to 1 GiB and grows toward it as crashes
-            // accumulate. Intake only touches the newest pages and a few counters, so
-            // a small cache costs it nothing (same throughput at 8 MiB as at 128 MiB in
-            // benches/load) and keeps the server's RSS low. sled's real memory use runs
-            // several times this figure (its accounting counts serialized sizes).
-            .cache_capacity(8 << 20)
-            .open()?;
-        let debug_files = db.open_tree("debug_files")?;
-        let crashes = Arc::new(crashes::Crashes::open(&db, data_dir)?);
-        let flush = Arc::new(FlushShared {
-            state: Mutex::new(FlushState::default()),
-            wake: Condvar::new(),
-            flushed: tokio::sync::watch::channel(0).0,
-        });
-        let (writer, jobs) = std::sync::mpsc::channel();
-        let writer_crashes = crashes.clone();
-        std::thread::Builder::new()
-            .name("crashbox-writer".into())
-            .spawn(move || run_writer(writer_crashes, jobs))
-            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
-        let thread_db = db.clone();
-        let thread_shared = flush.clone();
-        std::thread::Builder::new()
-            .name("crashbox-flush".into())
-            .spawn(move || run_flusher(thread_db, thread_shared))
-            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
-        let (stop_checkpoints, checkpoints_stopped) = std::sync::mpsc::channel();
-        let (thread_db, thread_crashes) = (db.clone(), crashes.clone());
+        Self::open_at(data_dir, None)
+    }
+
+    fn open_at(data_dir: &Path, version: Option<usize>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::io(&format!("creating {}", data_dir.display()), e))?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = open_writer(&path)?;
+        migrate(&mut conn, version)?;
+        let checkpoints = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        checkpoints.busy_timeout(BUSY_TIMEOUT)?;
+        let checkpoints = Arc::new(Mutex::new(checkpoints));
+        let writer = writer::Writer::start(conn)?;
+        let (stop, stopped) = mpsc::channel();
+        let thread_conn = checkpoints.clone();
         std::thread::Builder::new()
             .name("crashbox-checkpoint".into())
-            .spawn(move || run_checkpoints(thread_db, thread_crashes, checkpoints_stopped))
-            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+            .spawn(move || run_checkpoints(thread_conn, stopped))
+            .map_err(|e| StoreError::io("starting the checkpoint thread", e))?;
         Ok(Store {
-            db,
-            debug_files,
-            crashes,
-            writer,
-            _flush_guard: Arc::new(FlushGuard {
-                shared: flush.clone(),
-                _stop_checkpoints: stop_checkpoints,
+            inner: Arc::new(Inner {
+                readers: pool::Readers::new(path.clone()),
+                path,
+                writer,
+                checkpoints,
+                _stop_checkpoints: stop,
             }),
-            flush,
         })
     }
 
-    /// A ticket for everything written so far; pass it to [`Store::durable`].
-    fn ticket(&self) -> Ticket {
-        let mut state = self.flush.lock();
-        state.requested += 1;
-        // Only the flusher waits on `wake`.
-        self.flush.wake.notify_one();
-        Ticket(state.requested)
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
     }
 
-    /// Waits until the writes before `ticket` are on disk.
-    pub async fn durable(&self, ticket: Ticket) -> Result<(), StoreError> {
-        let mut flushed = self.flush.flushed.subscribe();
-        let done = tokio::time::timeout(DURABLE_TIMEOUT, async {
-            flushed.wait_for(|&done| done >= ticket.0).await.is_ok()
-        })
-        .await;
-        match done {
-            Ok(true) => Ok(()),
-            _ => Err(StoreError::NotDurable(DURABLE_TIMEOUT)),
-        }
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.inner.readers.get()?;
+        f(&conn)
     }
 
     /// Stores one upload's crashes, skipping any whose identity is already stored.
-    /// Durable when it returns: the records are synced to the crash log. Uploads
-    /// arriving together share one batch and one fsync.
+    /// Durable when it returns: the transaction holding them has committed. Uploads
+    /// arriving together share one transaction and one fsync.
     pub async fn insert_crashes(
         &self,
-        crashes: Vec<EncodedCrash>,
+        crashes: Vec<NewCrash>,
     ) -> Result<Vec<Inserted>, StoreError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let gone = || StoreError::Writer("the writer thread is gone".into());
-        self.writer
-            .send(InsertJob { crashes, reply })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.inner
+            .writer
+            .write(move |conn| crashes::insert(conn, crashes))
+            .await
     }
 
-    pub fn crash(&self, id: &str) -> Result<Option<CrashRecord>, StoreError> {
-        self.crashes.get(id)
+    /// One crash by id; `None` for an unknown or malformed id.
+    pub fn crash(&self, id: &str) -> Result<Option<StoredCrash>, StoreError> {
+        self.read(|conn| crashes::get(conn, id))
     }
 
-    /// Rewrites one crash (after symbolicating it again), moving its counters.
-    pub fn update_crash(
+    /// Files stored crashes anew (after symbolicating them again), moving their
+    /// counters, in one transaction. Blocking: not for the async executor.
+    pub fn refile_crashes(&self, changes: Vec<Refiling>) -> Result<usize, StoreError> {
+        self.inner
+            .writer
+            .write_blocking(move |conn| crashes::refile(conn, &changes))
+    }
+
+    /// Deletes one crash and its share of every counter, then checkpoints the WAL so
+    /// that the record's bytes are gone from both files (`secure_delete` zeroes them in
+    /// the database). False when there was none.
+    pub async fn delete_crash(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        let deleted = self
+            .inner
+            .writer
+            .write(move |conn| crashes::delete(conn, &id))
+            .await?;
+        if deleted {
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || store.checkpoint_truncate())
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))??;
+        }
+        Ok(deleted)
+    }
+
+    /// Copies the whole WAL into the database and truncates it. Retries while readers
+    /// hold old snapshots, for up to a few seconds.
+    fn checkpoint_truncate(&self) -> Result<(), StoreError> {
+        let conn = self
+            .inner
+            .checkpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for _ in 0..50 {
+            if checkpoint(&conn, "TRUNCATE")? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        tracing::warn!("the WAL could not be truncated: readers kept old snapshots");
+        Ok(())
+    }
+
+    /// Up to `limit` crashes that needed `debug_id` and lacked it, after the cursor
+    /// `after` (from a previous page), oldest first.
+    pub fn crashes_needing(
         &self,
-        id: &str,
-        update: impl FnOnce(&CrashRecord) -> Option<CrashRecord>,
-    ) -> Result<Option<CrashRecord>, StoreError> {
-        self.crashes.update(id, update)
+        debug_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<StoredCrash>, StoreError> {
+        let after: i64 = after.and_then(|a| a.parse().ok()).unwrap_or(0);
+        let rows = self.read(|conn| {
+            crashes::read_crashes_seq(
+                conn,
+                "c.seq IN (SELECT seq FROM crash_missing WHERE debug_id = ?1 AND seq > ?2
+                           ORDER BY seq LIMIT ?3) ORDER BY c.seq",
+                params![debug_id, after, limit as i64],
+            )
+        })?;
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|(seq, _)| seq.to_string()))
+            .flatten();
+        Ok(Page {
+            items: rows.into_iter().map(|(_, c)| c).collect(),
+            next,
+        })
     }
 
-    /// Deletes one crash and its share of every counter. False when there was none.
-    pub fn delete_crash(&self, id: &str) -> Result<(bool, Ticket), StoreError> {
-        let deleted = self.crashes.delete(id)?;
-        Ok((deleted, self.ticket()))
+    /// A group's crashes, newest first, `limit` at a time.
+    pub fn crashes_in_group(
+        &self,
+        group_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CrashSummary>, StoreError> {
+        let before: i64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, CrashSummary)> = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, nonce, received_at, release FROM crashes
+                 WHERE group_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+            )?;
+            let rows = stmt
+                .query_map(params![group_id, before, limit as i64], |row| {
+                    let seq: i64 = row.get(0)?;
+                    Ok((
+                        seq,
+                        CrashSummary {
+                            id: crashes::crash_id(seq, row.get(1)?),
+                            received_at: ms_to_rfc3339(row.get(2)?),
+                            release: row.get(3)?,
+                        },
+                    ))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })?;
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|(seq, _)| seq.to_string()))
+            .flatten();
+        Ok(Page {
+            items: rows.into_iter().map(|(_, c)| c).collect(),
+            next,
+        })
     }
 
-    /// Crashes that needed `debug_id` and lacked it.
-    pub fn crashes_needing(&self, debug_id: &str) -> Result<Vec<String>, StoreError> {
-        self.crashes.needing(debug_id)
-    }
-
-    /// Crash ids of one group, oldest first.
-    pub fn crashes_in_group(&self, group_id: &str) -> Result<Vec<String>, StoreError> {
-        self.crashes.in_group(group_id)
-    }
-
-    /// Deletes the crashes received before `cutoff`, with their share of every counter.
-    /// Returns how many.
+    /// Deletes the crashes received before `cutoff`, with their share of every
+    /// counter, a chunk per transaction so intake never waits long; then gives the
+    /// freed pages back to the file system. Returns how many. Blocking.
     pub fn prune_crashes_before(&self, cutoff: time::OffsetDateTime) -> Result<usize, StoreError> {
-        self.crashes.prune_before(crashes::unix_millis(cutoff))
+        const CHUNK: usize = 500;
+        let cutoff = unix_ms(cutoff);
+        let mut total = 0;
+        loop {
+            let pruned = self
+                .inner
+                .writer
+                .write_blocking(move |conn| crashes::prune(conn, cutoff, CHUNK))?;
+            total += pruned;
+            if pruned < CHUNK {
+                break;
+            }
+        }
+        if total > 0 {
+            self.vacuum()?;
+        }
+        Ok(total)
+    }
+
+    /// Returns free pages to the file system, a bounded number per transaction.
+    pub fn vacuum(&self) -> Result<(), StoreError> {
+        loop {
+            let freed = self.inner.writer.write_blocking(|conn| {
+                let before: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+                conn.execute_batch("PRAGMA incremental_vacuum(2000)")?;
+                let after: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+                Ok(before - after)
+            })?;
+            if freed <= 0 {
+                return Ok(());
+            }
+        }
     }
 
     /// Debug ids crashes needed and nobody uploaded, most crashes first.
     pub fn missing_debug_files(&self) -> Result<Vec<MissingDebugFile>, StoreError> {
-        self.crashes.missing()
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT m.debug_id, m.name, m.crashes, m.last_seen,
+                        (SELECT json_group_array(release) FROM missing_releases r
+                         WHERE r.debug_id = m.debug_id)
+                 FROM missing_debug_files m ORDER BY m.crashes DESC, m.debug_id",
+            )?;
+            let rows = stmt
+                .query_map([], |row| {
+                    let releases: Option<String> = row.get(4)?;
+                    Ok(MissingDebugFile {
+                        debug_id: row.get(0)?,
+                        name: row.get(1)?,
+                        crash_count: row.get::<_, i64>(2)?.max(0) as u64,
+                        last_seen: ms_to_rfc3339(row.get(3)?),
+                        releases: releases
+                            .and_then(|r| serde_json::from_str(&r).ok())
+                            .unwrap_or_default(),
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
     }
 
     pub fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
-        self.crashes.group(id)
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE id = ?1"))?
+                .query_row([id], group_from_row)
+                .optional()?)
+        })
     }
 
-    pub fn groups(&self) -> Result<Vec<Group>, StoreError> {
-        self.crashes.groups()
+    /// Groups in `sort` order, `limit` at a time; `cursor` is a page's `next`.
+    pub fn groups(
+        &self,
+        sort: GroupSort,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Group>, StoreError> {
+        // Keyset paging on the sort column and the id, so a page costs the same
+        // however deep it is.
+        let (column, sql) = match sort {
+            GroupSort::Count => ("count", "count"),
+            GroupSort::LastSeen => ("last_seen", "last_seen"),
+        };
+        let (value, after_id) = match cursor.and_then(|c| c.split_once(':')) {
+            Some((value, id)) => (value.parse::<i64>().unwrap_or(i64::MAX), id.to_owned()),
+            None => (i64::MAX, String::new()),
+        };
+        let query = format!(
+            "SELECT {GROUP_COLUMNS} FROM groups
+             WHERE {sql} < ?1 OR ({sql} = ?1 AND id > ?2)
+             ORDER BY {sql} DESC, id LIMIT ?3"
+        );
+        let items: Vec<(i64, Group)> = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&query)?;
+            let rows = stmt
+                .query_map(params![value, after_id, limit as i64], |row| {
+                    let key: i64 = row.get(column)?;
+                    Ok((key, group_from_row(row)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })?;
+        let next = (items.len() == limit)
+            .then(|| items.last().map(|(key, g)| format!("{key}:{}", g.id)))
+            .flatten();
+        Ok(Page {
+            items: items.into_iter().map(|(_, g)| g).collect(),
+            next,
+        })
     }
 
-    /// Queues debug ids whose crashes must be symbolicated again. Durable once the
-    /// returned ticket is.
-    pub fn enqueue_resymbolication(&self, debug_ids: &[String]) -> Result<Ticket, StoreError> {
-        self.crashes.enqueue(&self.db, debug_ids)?;
-        Ok(self.ticket())
+    /// Crashes per release in one group, most first.
+    pub fn group_releases(&self, group_id: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT release, crashes FROM group_releases WHERE group_id = ?1
+                 ORDER BY crashes DESC, release",
+            )?;
+            let rows = stmt
+                .query_map([group_id], |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Crashes per hour of one group since `since` (hour start, RFC 3339), oldest first.
+    pub fn group_hours(
+        &self,
+        group_id: &str,
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let since_hour = unix_ms(since).div_euclid(3_600_000);
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT hour, crashes FROM group_hours WHERE group_id = ?1 AND hour >= ?2
+                 ORDER BY hour",
+            )?;
+            let rows = stmt
+                .query_map(params![group_id, since_hour], |r| {
+                    Ok((
+                        ms_to_rfc3339(r.get::<_, i64>(0)? * 3_600_000),
+                        r.get::<_, i64>(1)?.max(0) as u64,
+                    ))
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Every release with crashes, newest crash first.
+    pub fn releases(&self) -> Result<Vec<Release>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, crashes, devices, first_seen, last_seen FROM releases
+                 ORDER BY last_seen DESC, name",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Release {
+                        name: r.get(0)?,
+                        crashes: r.get::<_, i64>(1)?.max(0) as u64,
+                        devices: r.get::<_, i64>(2)?.max(0) as u64,
+                        first_seen: r.get::<_, Option<i64>>(3)?.map(ms_to_rfc3339),
+                        last_seen: r.get::<_, Option<i64>>(4)?.map(ms_to_rfc3339),
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// Queues debug ids whose crashes must be symbolicated again; durable on return.
+    pub async fn enqueue_resymbolication(&self, debug_ids: Vec<String>) -> Result<(), StoreError> {
+        self.inner
+            .writer
+            .write(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("INSERT INTO resymbolication_queue (debug_id) VALUES (?1)")?;
+                for id in &debug_ids {
+                    stmt.execute([id])?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// The oldest queued debug id, with the key to [`Store::dequeue_resymbolication`].
-    pub fn next_resymbolication(&self) -> Result<Option<(Vec<u8>, String)>, StoreError> {
-        self.crashes.next_queued()
+    pub fn next_resymbolication(&self) -> Result<Option<(i64, String)>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT seq, debug_id FROM resymbolication_queue ORDER BY seq LIMIT 1",
+                )?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?)
+        })
     }
 
-    pub fn dequeue_resymbolication(&self, key: &[u8]) -> Result<(), StoreError> {
-        self.crashes.dequeue(key)
+    /// Removes one queue entry. Blocking.
+    pub fn dequeue_resymbolication(&self, key: i64) -> Result<(), StoreError> {
+        self.inner.writer.write_blocking(move |conn| {
+            conn.prepare_cached("DELETE FROM resymbolication_queue WHERE seq = ?1")?
+                .execute([key])?;
+            Ok(())
+        })
     }
 
     /// One debug file by its identity.
-    pub fn debug_file(&self, debug_id: &str, arch: &str) -> Result<Option<DebugFile>, StoreError> {
-        let key = debug_file_key(debug_id, arch);
-        self.debug_files
-            .get(key.as_bytes())?
-            .map(|raw| decode(&key, &raw))
-            .transpose()
+    pub fn debug_file(
+        &self,
+        debug_id: &str,
+        arch: &str,
+    ) -> Result<Option<DebugFileRow>, StoreError> {
+        self.read(|conn| debug_files::get(conn, debug_id, arch))
     }
 
     /// Every arch stored for one debug id.
-    pub fn debug_files_by_id(&self, debug_id: &str) -> Result<Vec<DebugFile>, StoreError> {
-        let prefix = format!("{debug_id}/");
-        self.debug_files
-            .scan_prefix(prefix.as_bytes())
-            .map(|item| {
-                let (key, raw) = item?;
-                decode(&String::from_utf8_lossy(&key), &raw)
-            })
-            .collect()
+    pub fn debug_files_by_id(&self, debug_id: &str) -> Result<Vec<DebugFileRow>, StoreError> {
+        self.read(|conn| debug_files::by_id(conn, debug_id))
     }
 
     /// All debug files matching `filter`, newest upload first.
-    pub fn list_debug_files(&self, filter: &DebugFileFilter) -> Result<Vec<DebugFile>, StoreError> {
-        let name = filter.name.as_deref().map(str::to_lowercase);
-        let mut out = Vec::new();
-        for item in self.debug_files.iter() {
-            let (key, raw) = item?;
-            let file: DebugFile = decode(&String::from_utf8_lossy(&key), &raw)?;
-            if let Some(release) = &filter.release {
-                if !file.releases.iter().any(|r| r == release) {
-                    continue;
-                }
-            }
-            if let Some(name) = &name {
-                if !file.name.to_lowercase().contains(name) {
-                    continue;
-                }
-            }
-            out.push(file);
+    pub fn list_debug_files(
+        &self,
+        filter: &DebugFileFilter,
+    ) -> Result<Vec<DebugFileRow>, StoreError> {
+        self.read(|conn| debug_files::list(conn, filter))
+    }
+
+    /// Writes `files` in one transaction, durable when it returns. Blocking.
+    pub fn put_debug_files(&self, files: Vec<DebugFileRow>) -> Result<(), StoreError> {
+        self.inner
+            .writer
+            .write_blocking(move |conn| debug_files::put(conn, &files))
+    }
+
+    /// Whether the store can take writes: the writer thread runs and a small write
+    /// commits. Backs `/readyz`.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        if !self.inner.writer.alive() {
+            return Err(StoreError::Writer("the writer thread has stopped".into()));
         }
-        out.sort_by(|a, b| {
-            b.uploaded_at
-                .cmp(&a.uploaded_at)
-                .then(a.debug_id.cmp(&b.debug_id))
+        let probe = self.inner.writer.write(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES ('ready_probe', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([unix_ms(time::OffsetDateTime::now_utc()).to_string()])?;
+            Ok(())
         });
-        Ok(out)
-    }
-
-    /// Writes `files` in one atomic batch and makes it durable before returning.
-    pub fn put_debug_files(&self, files: &[DebugFile]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for file in files {
-            let key = debug_file_key(&file.debug_id, &file.arch);
-            let value = serde_json::to_vec(file).map_err(|source| StoreError::Codec {
-                key: key.clone(),
-                source,
-            })?;
-            batch.insert(key.as_bytes(), value);
+        match tokio::time::timeout(Duration::from_secs(5), probe).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Writer("a probe write took over 5 s".into())),
         }
-        self.debug_files.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(())
     }
 
-    /// A cheap read that fails when the store is unusable; backs `/readyz`.
-    pub fn check(&self) -> Result<(), StoreError> {
-        self.debug_files.first()?;
-        Ok(())
+    /// Recounts every counter from the crash rows; empty when all agree.
+    pub fn audit(&self) -> Result<Vec<Mismatch>, StoreError> {
+        self.read(crashes::audit)
     }
 
-    /// Writes everything buffered to disk; called on shutdown.
-    /// The checkpoint settles waiting inserts into sled first.
+    /// Every stored crash record's JSON, for tools and tests that inspect what is kept.
+    pub fn records(&self) -> Result<Vec<StoredCrash>, StoreError> {
+        self.read(|conn| crashes::read_crashes(conn, "1 ORDER BY c.seq", []))
+    }
+
+    /// Copies the WAL into the database; called on shutdown. Blocking.
     pub fn flush(&self) -> Result<(), StoreError> {
-        if !self.crashes.checkpoint(&self.db)? {
-            self.db.flush()?;
+        self.checkpoint_truncate()
+    }
+
+    /// A consistent copy of the database in `data_dir`, taken with SQLite's backup API
+    /// while a server may be writing: it reads one snapshot (WAL readers never block
+    /// the writer) into `to`'s temporary twin, checks it, then renames it into place.
+    pub fn backup(data_dir: &Path, to: &Path) -> Result<(), StoreError> {
+        let source = pool::open_reader(&data_dir.join(DB_FILE))?;
+        let tmp = to.with_extension("partial");
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let mut target = Connection::open(&tmp)?;
+            let backup = rusqlite::backup::Backup::new(&source, &mut target)?;
+            // One step over every page: a step-wise copy restarts whenever the server
+            // commits, which under load would be forever.
+            let mut tries = 0;
+            loop {
+                match backup.step(-1)? {
+                    rusqlite::backup::StepResult::Done => break,
+                    _ if tries < 100 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    other => {
+                        return Err(StoreError::Writer(format!(
+                            "the backup could not read the database: {other:?}"
+                        )))
+                    }
+                }
+            }
+            drop(backup);
+            let check: String = target.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+            if check != "ok" {
+                return Err(StoreError::Corrupt {
+                    key: tmp.display().to_string(),
+                    problem: format!("the copy fails its check: {check}"),
+                });
+            }
+            // A self-contained file: no WAL beside it.
+            target.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(()))?;
         }
+        std::fs::rename(&tmp, to).map_err(|e| StoreError::io("renaming the backup", e))?;
         Ok(())
+    }
+
+    /// A store whose schema stops at `version`, for building test fixtures.
+    #[doc(hidden)]
+    pub fn open_at_version(data_dir: &Path, version: usize) -> Result<Self, StoreError> {
+        Self::open_at(data_dir, Some(version))
+    }
+
+    /// Runs raw SQL on the writer, for tests that shape a database by hand.
+    #[doc(hidden)]
+    pub async fn execute_for_tests(&self, sql: &'static str) -> Result<(), StoreError> {
+        self.inner
+            .writer
+            .write(move |conn| Ok(conn.execute_batch(sql)?))
+            .await
     }
 }
 
-fn debug_file_key(debug_id: &str, arch: &str) -> String {
-    format!("{debug_id}/{arch}")
+const GROUP_COLUMNS: &str = "id, signature, status, count, devices, first_seen, last_seen";
+
+fn group_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
+    Ok(Group {
+        id: row.get(0)?,
+        signature: row.get(1)?,
+        status: row.get(2)?,
+        count: row.get::<_, i64>(3)?.max(0) as u64,
+        devices: row.get::<_, i64>(4)?.max(0) as u64,
+        first_seen: ms_to_rfc3339(row.get(5)?),
+        last_seen: ms_to_rfc3339(row.get(6)?),
+    })
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(raw).map_err(|source| StoreError::Codec {
-        key: key.to_owned(),
-        source,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn filing(signature: &str, missing: &[&str]) -> Filing {
+        Filing {
+            signature: signature.into(),
+            group_id: format!("g-{signature}"),
+            missing: missing
+                .iter()
+                .map(|id| NeededDebugFile {
+                    debug_id: (*id).into(),
+                    name: "App".into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn crash(identity: &str, signature: &str, device: &str, release: &str) -> NewCrash {
+        NewCrash::new(
+            identity.into(),
+            1_700_000_000_000,
+            Some(hex::encode(device)),
+            Some(release.into()),
+            filing(signature, &["dbg-1"]),
+            format!(r#"{{"marker":"record of {identity}"}}"#).as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_new_store_is_at_the_latest_schema_in_wal_mode() {
+        let (_dir, store) = open();
+        let conn = store.inner.readers.get().unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, schema::LATEST as i64);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let vacuum: i64 = conn
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(vacuum, 2, "incremental auto-vacuum");
+    }
+
+    #[test]
+    fn inserts_dedup_count_and_read_back() {
+        let (_dir, store) = open();
+        let rt = runtime();
+        let first = rt
+            .block_on(store.insert_crashes(vec![
+                crash("a", "s1", "d1", "app 1.0 (1)"),
+                crash("b", "s1", "d1", "app 1.0 (1)"),
+                crash("c", "s2", "d2", "app 1.1 (2)"),
+            ]))
+            .unwrap();
+        assert!(first.iter().all(|i| i.created));
+        let again = rt
+            .block_on(store.insert_crashes(vec![crash("b", "s1", "d1", "app 1.0 (1)")]))
+            .unwrap();
+        assert_eq!(again[0].id, first[1].id);
+        assert!(!again[0].created);
+        let group = store.group("g-s1").unwrap().unwrap();
+        assert_eq!((group.count, group.devices), (2, 1));
+        let stored = store.crash(&first[2].id).unwrap().unwrap();
+        assert_eq!(stored.record, br#"{"marker":"record of c"}"#);
+        assert_eq!(stored.filing.signature, "s2");
+        assert_eq!(stored.release.as_deref(), Some("app 1.1 (2)"));
+        assert_eq!(store.missing_debug_files().unwrap()[0].crash_count, 3);
+        let releases = store.releases().unwrap();
+        assert_eq!(releases.len(), 2);
+        assert_eq!(store.audit().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn crash_ids_are_unguessable() {
+        let (_dir, store) = open();
+        let id = runtime()
+            .block_on(store.insert_crashes(vec![crash("a", "s1", "d1", "r")]))
+            .unwrap()
+            .remove(0)
+            .id;
+        assert!(store.crash(&id).unwrap().is_some());
+        // The same sequence number with another nonce names nothing.
+        let (seq, nonce) = crashes::parse_crash_id(&id).unwrap();
+        let guessed = crashes::crash_id(seq, nonce ^ 1);
+        assert!(store.crash(&guessed).unwrap().is_none());
+        assert!(!runtime().block_on(store.delete_crash(&guessed)).unwrap());
+        assert!(store
+            .crash("00000000000000010000000000000000")
+            .unwrap()
+            .is_none());
+        assert!(store.crash("not an id").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_failed_commit_answers_an_error_and_stores_nothing() {
+        // If the writer answered before COMMIT returned, this insert would report
+        // success for a crash that was rolled back.
+        let (_dir, store) = open();
+        let rt = runtime();
+        rt.block_on(store.inner.writer.write(|conn| {
+            let fired = std::sync::atomic::AtomicBool::new(false);
+            // The hook vetoes the next commit only (the one of the insert below).
+            conn.commit_hook(Some(move || {
+                !fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+            }))?;
+            Ok(())
+        }))
+        .unwrap_err();
+        let result = rt.block_on(store.insert_crashes(vec![crash("a", "s1", "d1", "r")]));
+        // The hook fired on the batch that installed it; the next commit goes through.
+        assert!(result.is_ok(), "{result:?}");
+        rt.block_on(store.inner.writer.write(|conn| {
+            conn.commit_hook(Some(|| true))?;
+            Ok(())
+        }))
+        .unwrap_err();
+        let err = rt
+            .block_on(store.insert_crashes(vec![crash("b", "s1", "d1", "r")]))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Writer(_)), "{err}");
+        rt.block_on(store.inner.writer.write(|conn| {
+            conn.commit_hook(None::<fn() -> bool>)?;
+            Ok(())
+        }))
+        .unwrap();
+        assert_eq!(store.records().unwrap().len(), 1, "only the first crash");
+        assert_eq!(store.group("g-s1").unwrap().unwrap().count, 1);
+    }
+
+    #[test]
+    fn a_failing_job_fails_alone_in_its_batch() {
+        let (_dir, store) = open();
+        let rt = runtime();
+        let bad = store.inner.writer.submit(|conn| -> Result<(), StoreError> {
+            conn.execute_batch("INSERT INTO meta (key, value) VALUES ('half', 'done')")?;
+            Err(StoreError::Writer("this upload was bad".into()))
+        });
+        let good = store
+            .inner
+            .writer
+            .submit(|conn| crashes::insert(conn, vec![crash("a", "s1", "d1", "r")]));
+        assert!(rt.block_on(bad).unwrap().is_err());
+        assert!(rt.block_on(good).unwrap().is_ok());
+        let conn = store.inner.readers.get().unwrap();
+        let half: i64 = conn
+            .query_row("SELECT count(*) FROM meta WHERE key = 'half'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(half, 0, "the failed job's own write was rolled back");
+        assert_eq!(store.records().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn refiling_moves_counters_and_keeps_an_emptied_group() {
+        let (_dir, store) = open();
+        let rt = runtime();
+        let ids = rt
+            .block_on(store.insert_crashes(vec![
+                crash("a", "s1", "d1", "r"),
+                crash("b", "s1", "d2", "r"),
+            ]))
+            .unwrap();
+        rt.block_on(
+            store.execute_for_tests("UPDATE groups SET status = 'resolved' WHERE id = 'g-s1'"),
+        )
+        .unwrap();
+        let page = store.crashes_needing("dbg-1", None, 1).unwrap();
+        assert_eq!(page.items.len(), 1);
+        assert!(page.next.is_some());
+        let changes = ids
+            .iter()
+            .map(|i| Refiling {
+                id: i.id.clone(),
+                filing: filing("s9", &[]),
+            })
+            .collect();
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(store.refile_crashes(changes).unwrap(), 2));
+        });
+        let old = store.group("g-s1").unwrap().unwrap();
+        assert_eq!((old.count, old.devices), (0, 0));
+        assert_eq!(old.status, "resolved", "a group is never deleted");
+        assert_eq!(store.group("g-s9").unwrap().unwrap().count, 2);
+        assert!(store.missing_debug_files().unwrap().is_empty());
+        assert!(store
+            .crashes_needing("dbg-1", None, 10)
+            .unwrap()
+            .items
+            .is_empty());
+        assert_eq!(store.audit().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_deleted_record_leaves_neither_file() {
+        let (dir, store) = open();
+        let rt = runtime();
+        // An incompressible record, so its stored bytes are easy to look for.
+        let noise: String = (0..64).map(|_| crate::util::random_hex(16)).collect();
+        let record = format!(r#"{{"noise":"{noise}"}}"#);
+        let new = NewCrash::new(
+            "a".into(),
+            1,
+            None,
+            None,
+            filing("s1", &[]),
+            record.as_bytes(),
+        )
+        .unwrap();
+        let stored_bytes = new.record[100..164].to_vec();
+        let id = rt.block_on(store.insert_crashes(vec![new])).unwrap()[0]
+            .id
+            .clone();
+        let contains = |needle: &[u8]| {
+            ["crashbox.db", "crashbox.db-wal"].iter().any(|name| {
+                std::fs::read(dir.path().join(name))
+                    .map(|raw| raw.windows(needle.len()).any(|w| w == needle))
+                    .unwrap_or(false)
+            })
+        };
+        assert!(contains(&stored_bytes), "the record is on disk");
+        assert!(rt.block_on(store.delete_crash(&id)).unwrap());
+        assert!(!contains(&stored_bytes), "the record's bytes are gone");
+        assert!(store.crash(&id).unwrap().is_none());
+        assert_eq!(store.audit().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn groups_page_by_count_and_last_seen() {
+        let (_dir, store) = open();
+        let rt = runtime();
+        let mut batch = Vec::new();
+        for g in 0..5 {
+            for n in 0..=g {
+                batch.push(crash(&format!("{g}-{n}"), &format!("s{g}"), "d", "r"));
+            }
+        }
+        rt.block_on(store.insert_crashes(batch)).unwrap();
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .groups(GroupSort::Count, cursor.as_deref(), 2)
+                .unwrap();
+            seen.extend(page.items.iter().map(|g| g.count));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, vec![5, 4, 3, 2, 1]);
+        let by_time = store.groups(GroupSort::LastSeen, None, 10).unwrap();
+        assert_eq!(by_time.items.len(), 5);
+        let newest = store.crashes_in_group("g-s4", None, 3).unwrap();
+        assert_eq!(newest.items.len(), 3);
+        let rest = store
+            .crashes_in_group("g-s4", newest.next.as_deref(), 3)
+            .unwrap();
+        assert_eq!(rest.items.len(), 2);
+        assert!(newest.items[0].id > rest.items[0].id, "newest first");
+    }
+
+    #[test]
+    fn backup_copies_a_consistent_database() {
+        let (dir, store) = open();
+        let rt = runtime();
+        rt.block_on(store.insert_crashes(vec![crash("a", "s1", "d1", "r")]))
+            .unwrap();
+        let to = dir.path().join("copy.db");
+        Store::backup(dir.path(), &to).unwrap();
+        let restored = tempfile::tempdir().unwrap();
+        std::fs::copy(&to, restored.path().join(DB_FILE)).unwrap();
+        let copy = Store::open(restored.path()).unwrap();
+        assert_eq!(copy.records().unwrap().len(), 1);
+        assert_eq!(copy.audit().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn readiness_needs_a_write_to_commit() {
+        let (_dir, store) = open();
+        let rt = runtime();
+        rt.block_on(store.check()).unwrap();
+        // A job that panics is rolled back; the writer lives on.
+        let _ = rt.block_on(
+            store
+                .inner
+                .writer
+                .write(|_| -> Result<(), StoreError> { panic!("a bug in a write") }),
+        );
+        rt.block_on(store.check()).unwrap();
+        // A database that refuses writes (as a full or read-only disk would) is not ready.
+        rt.block_on(store.inner.writer.write(|conn| {
+            conn.execute_batch("PRAGMA query_only = ON")?;
+            Ok(())
+        }))
+        .unwrap();
+        assert!(rt.block_on(store.check()).is_err());
+    }
 }

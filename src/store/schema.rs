@@ -1,0 +1,154 @@
+//! The schema, as numbered migrations applied at open (`rusqlite_migration`, which keeps
+//! the number in SQLite's `user_version`). A migration is never edited once shipped:
+//! a change is a new one. `tests/data/store-v1.db` is a database written by the first
+//! migration alone, and a test opens it with today's code.
+//!
+//! Times are integers, milliseconds since the Unix epoch. Counters live beside the rows
+//! they count and are changed in the same transaction as the crash rows, so they always
+//! equal a recount (`Store::audit`). Groups are never deleted: a group whose count fell
+//! to zero keeps its state.
+
+use rusqlite_migration::{Migrations, M};
+
+/// v1: crashes, the dedup identity, groups and their counters, the debug-file index,
+/// the missing-debug-file index and the re-symbolication queue.
+const V1: &str = r#"
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE groups (
+    id TEXT PRIMARY KEY,
+    signature TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'unresolved',
+    count INTEGER NOT NULL DEFAULT 0,
+    devices INTEGER NOT NULL DEFAULT 0,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+);
+CREATE INDEX groups_by_count ON groups (count DESC, id);
+CREATE INDEX groups_by_last_seen ON groups (last_seen DESC, id);
+
+-- A crash's public id is `{seq:016x}{nonce:016x}`: seq orders by arrival and never
+-- repeats (AUTOINCREMENT), the random nonce makes ids unguessable.
+CREATE TABLE crashes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    nonce INTEGER NOT NULL,
+    identity BLOB NOT NULL UNIQUE,
+    received_at INTEGER NOT NULL,
+    group_id TEXT NOT NULL REFERENCES groups (id),
+    release TEXT,
+    device BLOB,
+    -- JSON array of [debug_id, image name] the last symbolication lacked; NULL if none.
+    missing TEXT,
+    -- How `record` is encoded: 1 = deflated JSON.
+    record_format INTEGER NOT NULL,
+    record BLOB NOT NULL
+);
+CREATE INDEX crashes_by_group ON crashes (group_id, seq);
+CREATE INDEX crashes_by_received ON crashes (received_at);
+
+CREATE TABLE group_devices (
+    group_id TEXT NOT NULL REFERENCES groups (id),
+    device BLOB NOT NULL,
+    crashes INTEGER NOT NULL,
+    PRIMARY KEY (group_id, device)
+) WITHOUT ROWID;
+
+CREATE TABLE group_releases (
+    group_id TEXT NOT NULL REFERENCES groups (id),
+    release TEXT NOT NULL,
+    crashes INTEGER NOT NULL,
+    PRIMARY KEY (group_id, release)
+) WITHOUT ROWID;
+CREATE INDEX group_releases_by_release ON group_releases (release, group_id);
+
+CREATE TABLE missing_debug_files (
+    debug_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    crashes INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+);
+CREATE TABLE missing_releases (
+    debug_id TEXT NOT NULL,
+    release TEXT NOT NULL,
+    crashes INTEGER NOT NULL,
+    PRIMARY KEY (debug_id, release)
+) WITHOUT ROWID;
+CREATE TABLE crash_missing (
+    debug_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (debug_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE debug_files (
+    debug_id TEXT NOT NULL,
+    arch TEXT NOT NULL,
+    code_id TEXT,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    object_kind TEXT NOT NULL,
+    has_symbols INTEGER NOT NULL,
+    has_debug_info INTEGER NOT NULL,
+    has_unwind_info INTEGER NOT NULL,
+    has_sources INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    symcache_size INTEGER NOT NULL,
+    symcache_version INTEGER NOT NULL,
+    uploaded_at TEXT NOT NULL,
+    -- JSON array of release names.
+    releases TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (debug_id, arch)
+);
+
+CREATE TABLE resymbolication_queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    debug_id TEXT NOT NULL
+);
+"#;
+
+/// v2: releases with crash and device counts, and per-group hourly crash counts (the
+/// sparkline, `trend` and spike alerts read them), filled from the crashes stored.
+const V2: &str = r#"
+CREATE TABLE releases (
+    name TEXT PRIMARY KEY,
+    crashes INTEGER NOT NULL DEFAULT 0,
+    devices INTEGER NOT NULL DEFAULT 0,
+    first_seen INTEGER,
+    last_seen INTEGER
+);
+CREATE TABLE release_devices (
+    release TEXT NOT NULL REFERENCES releases (name),
+    device BLOB NOT NULL,
+    crashes INTEGER NOT NULL,
+    PRIMARY KEY (release, device)
+) WITHOUT ROWID;
+CREATE TABLE group_hours (
+    group_id TEXT NOT NULL REFERENCES groups (id),
+    hour INTEGER NOT NULL,
+    crashes INTEGER NOT NULL,
+    PRIMARY KEY (group_id, hour)
+) WITHOUT ROWID;
+
+INSERT INTO releases (name, crashes, first_seen, last_seen)
+    SELECT release, count(*), min(received_at), max(received_at)
+    FROM crashes WHERE release IS NOT NULL GROUP BY release;
+INSERT INTO release_devices (release, device, crashes)
+    SELECT release, device, count(*)
+    FROM crashes WHERE release IS NOT NULL AND device IS NOT NULL GROUP BY release, device;
+UPDATE releases SET devices = (SELECT count(*) FROM release_devices d WHERE d.release = releases.name);
+INSERT INTO group_hours (group_id, hour, crashes)
+    SELECT group_id, received_at / 3600000, count(*) FROM crashes GROUP BY group_id, received_at / 3600000;
+"#;
+
+/// Every migration, oldest first.
+pub(super) fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(V1), M::up(V2)])
+}
+
+/// The schema version today's code writes.
+#[cfg(test)]
+pub(super) const LATEST: usize = 2;
