@@ -665,6 +665,11 @@ impl Store {
         }
     }
 
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.read(|conn| Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+    }
+
     /// Recounts every counter from the crash rows; empty when all agree.
     pub fn audit(&self) -> Result<Vec<Mismatch>, StoreError> {
         self.read(crashes::audit)

@@ -6,5 +6,6 @@ mod crashes;
 mod dsyms;
 mod ops;
 mod privacy;
+mod store;
 mod support;
 mod symbolication;
