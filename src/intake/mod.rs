@@ -210,10 +210,10 @@ pub fn prepare(
     Ok(records)
 }
 
-/// How many crashes one re-symbolication transaction moves: large enough that a
-/// hundred thousand crashes take a few hundred commits, small enough that an intake
-/// batch never waits behind one for more than a few milliseconds.
-const REFILE_BATCH: usize = 256;
+/// How many crashes one re-symbolication transaction moves. The store runs such a
+/// transaction only when no upload waits, so an upload arriving meanwhile waits for at
+/// most one: 64 crashes take a few milliseconds of the writer.
+const REFILE_BATCH: usize = 64;
 
 /// Symbolicates again every stored crash that lacked `debug_id`, moving it to the group
 /// its new signature names. Returns how many crashes changed. Blocking: symbolication

@@ -8,8 +8,8 @@
 //! - **Reads** use a small pool of read-only connections ([`pool`]); in WAL mode they
 //!   never wait for the writer. Every method here blocks: callers on the async executor
 //!   use the `async` ones or run the rest on the blocking pool.
-//! - **Checkpoints** run on their own thread and connection, so a commit never waits for
-//!   the WAL to be copied into the database.
+//! - **Checkpoints** run on the writer between batches, after their answers went out,
+//!   so a commit never waits for the WAL to be copied into the database.
 //! - **Schema** is numbered migrations ([`schema`]), applied at open.
 //!
 //! Callers hand in and get back the store's own row types ([`NewCrash`],
@@ -24,10 +24,11 @@ mod writer;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use writer::Priority;
 
 pub use crashes::{Filing, Inserted, Mismatch, NeededDebugFile, NewCrash, Refiling, StoredCrash};
 pub use debug_files::{DebugFileFilter, DebugFileRow};
@@ -35,9 +36,6 @@ pub use debug_files::{DebugFileFilter, DebugFileRow};
 /// How long a connection waits for a lock (a checkpoint, another process's backup)
 /// before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often the checkpointer copies the WAL into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// The database file's name in the data dir.
 pub const DB_FILE: &str = "crashbox.db";
@@ -142,11 +140,9 @@ struct Inner {
     path: PathBuf,
     writer: writer::Writer,
     readers: pool::Readers,
-    /// The checkpointer's connection, also used for the full checkpoints a delete and
-    /// shutdown ask for.
-    checkpoints: Arc<Mutex<Connection>>,
-    /// Dropping it (with the last `Store`) stops the checkpointer thread.
-    _stop_checkpoints: mpsc::Sender<()>,
+    /// For the full checkpoints a delete and shutdown ask for (the writer runs the
+    /// periodic ones).
+    checkpoints: Mutex<Connection>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -192,9 +188,12 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA secure_delete = ON;
          -- 32 MiB: the identity index and the group pages of a busy day stay cached.
          PRAGMA cache_size = -32768;
-         -- The checkpointer thread keeps the WAL short; this only bounds it should
-         -- that thread fall behind (200 MiB).
-         PRAGMA wal_autocheckpoint = 50000;",
+         -- The writer checkpoints between batches; this only bounds the WAL should
+         -- that fall behind (200 MiB).
+         PRAGMA wal_autocheckpoint = 50000;
+         -- After a checkpoint the WAL file shrinks back to this (64 MiB) instead of
+         -- keeping its largest size on disk.
+         PRAGMA journal_size_limit = 67108864;",
     )?;
     Ok(conn)
 }
@@ -206,17 +205,6 @@ fn migrate(conn: &mut Connection, to: Option<usize>) -> Result<(), StoreError> {
         None => migrations.to_latest(conn),
     };
     result.map_err(|e| StoreError::Migration(e.to_string()))
-}
-
-fn run_checkpoints(conn: Arc<Mutex<Connection>>, stop: mpsc::Receiver<()>) {
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        let conn = conn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(err) = checkpoint(&conn, "PASSIVE") {
-            tracing::warn!(error = %err, "WAL checkpoint failed; retrying");
-        }
-    }
 }
 
 /// Runs a checkpoint; returns whether it copied every frame of the WAL.
@@ -245,21 +233,14 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         checkpoints.busy_timeout(BUSY_TIMEOUT)?;
-        let checkpoints = Arc::new(Mutex::new(checkpoints));
+        let checkpoints = Mutex::new(checkpoints);
         let writer = writer::Writer::start(conn)?;
-        let (stop, stopped) = mpsc::channel();
-        let thread_conn = checkpoints.clone();
-        std::thread::Builder::new()
-            .name("crashbox-checkpoint".into())
-            .spawn(move || run_checkpoints(thread_conn, stopped))
-            .map_err(|e| StoreError::io("starting the checkpoint thread", e))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 readers: pool::Readers::new(path.clone()),
                 path,
                 writer,
                 checkpoints,
-                _stop_checkpoints: stop,
             }),
         })
     }
@@ -300,7 +281,9 @@ impl Store {
     pub fn refile_crashes(&self, changes: Vec<Refiling>) -> Result<usize, StoreError> {
         self.inner
             .writer
-            .write_blocking(move |conn| crashes::refile(conn, &changes))
+            .write_blocking(Priority::Background, move |conn| {
+                crashes::refile(conn, &changes)
+            })
     }
 
     /// Deletes one crash and its share of every counter, then checkpoints the WAL so
@@ -414,7 +397,9 @@ impl Store {
             let pruned = self
                 .inner
                 .writer
-                .write_blocking(move |conn| crashes::prune(conn, cutoff, CHUNK))?;
+                .write_blocking(Priority::Background, move |conn| {
+                    crashes::prune(conn, cutoff, CHUNK)
+                })?;
             total += pruned;
             if pruned < CHUNK {
                 break;
@@ -429,12 +414,15 @@ impl Store {
     /// Returns free pages to the file system, a bounded number per transaction.
     pub fn vacuum(&self) -> Result<(), StoreError> {
         loop {
-            let freed = self.inner.writer.write_blocking(|conn| {
-                let before: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-                conn.execute_batch("PRAGMA incremental_vacuum(2000)")?;
-                let after: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-                Ok(before - after)
-            })?;
+            let freed = self
+                .inner
+                .writer
+                .write_blocking(Priority::Background, |conn| {
+                    let before: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+                    conn.execute_batch("PRAGMA incremental_vacuum(2000)")?;
+                    let after: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+                    Ok(before - after)
+                })?;
             if freed <= 0 {
                 return Ok(());
             }
@@ -609,11 +597,13 @@ impl Store {
 
     /// Removes one queue entry. Blocking.
     pub fn dequeue_resymbolication(&self, key: i64) -> Result<(), StoreError> {
-        self.inner.writer.write_blocking(move |conn| {
-            conn.prepare_cached("DELETE FROM resymbolication_queue WHERE seq = ?1")?
-                .execute([key])?;
-            Ok(())
-        })
+        self.inner
+            .writer
+            .write_blocking(Priority::Background, move |conn| {
+                conn.prepare_cached("DELETE FROM resymbolication_queue WHERE seq = ?1")?
+                    .execute([key])?;
+                Ok(())
+            })
     }
 
     /// One debug file by its identity.
@@ -642,7 +632,7 @@ impl Store {
     pub fn put_debug_files(&self, files: Vec<DebugFileRow>) -> Result<(), StoreError> {
         self.inner
             .writer
-            .write_blocking(move |conn| debug_files::put(conn, &files))
+            .write_blocking(Priority::Now, move |conn| debug_files::put(conn, &files))
     }
 
     /// Whether the store can take writes: the writer thread runs and a small write
@@ -908,14 +898,16 @@ mod tests {
     fn a_failing_job_fails_alone_in_its_batch() {
         let (_dir, store) = open();
         let rt = runtime();
-        let bad = store.inner.writer.submit(|conn| -> Result<(), StoreError> {
-            conn.execute_batch("INSERT INTO meta (key, value) VALUES ('half', 'done')")?;
-            Err(StoreError::Writer("this upload was bad".into()))
+        let bad = store.inner.writer.submit(
+            writer::Priority::Now,
+            |conn: &Connection| -> Result<(), StoreError> {
+                conn.execute_batch("INSERT INTO meta (key, value) VALUES ('half', 'done')")?;
+                Err(StoreError::Writer("this upload was bad".into()))
+            },
+        );
+        let good = store.inner.writer.submit(writer::Priority::Now, |conn| {
+            crashes::insert(conn, vec![crash("a", "s1", "d1", "r")])
         });
-        let good = store
-            .inner
-            .writer
-            .submit(|conn| crashes::insert(conn, vec![crash("a", "s1", "d1", "r")]));
         assert!(rt.block_on(bad).unwrap().is_err());
         assert!(rt.block_on(good).unwrap().is_ok());
         let conn = store.inner.readers.get().unwrap();

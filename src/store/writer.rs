@@ -6,7 +6,12 @@
 //! savepoint, so a job that fails is rolled back alone and fails only its own caller),
 //! commits, and only then answers each job: a 2xx built on an answer means `COMMIT`
 //! returned, and with `synchronous=FULL` that means the WAL was fsynced.
+//!
+//! Background jobs (re-symbolication, retention, vacuum) wait behind every waiting
+//! upload and run one per transaction, so they use the writer's idle time and delay an
+//! upload by at most one of them.
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -28,6 +33,17 @@ const MAX_BATCH: usize = 256;
 /// What a job hands back after running: called once the batch's `COMMIT` has succeeded
 /// (`Ok`) or failed (`Err` with the reason).
 type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+/// Whether a job is answered before background work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Priority {
+    /// A caller is waiting: uploads, reads of their outcome, index writes.
+    Now,
+    /// Re-symbolication, retention, vacuum: taken one job per transaction, only when no
+    /// `Now` job waits, so a long backlog of them never delays an upload by more than
+    /// one such job.
+    Background,
+}
 
 /// One unit of work for the writer.
 trait Job: Send {
@@ -93,7 +109,7 @@ fn in_savepoint<T>(
 
 /// The handle the store keeps; the thread stops when every handle is gone.
 pub(super) struct Writer {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    jobs: mpsc::Sender<(Priority, Box<dyn Job>)>,
     alive: Arc<AtomicBool>,
 }
 
@@ -119,7 +135,11 @@ impl Writer {
     }
 
     /// Queues `work`; the answer arrives after the batch holding it has committed.
-    pub(super) fn submit<T, F>(&self, work: F) -> oneshot::Receiver<Result<T, StoreError>>
+    pub(super) fn submit<T, F>(
+        &self,
+        priority: Priority,
+        work: F,
+    ) -> oneshot::Receiver<Result<T, StoreError>>
     where
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
@@ -127,7 +147,7 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         // A send to a stopped thread drops the job and so its reply: the receiver then
         // reports the writer as gone.
-        let _ = self.jobs.send(Box::new(Typed { work, reply }));
+        let _ = self.jobs.send((priority, Box::new(Typed { work, reply })));
         answer
     }
 
@@ -137,16 +157,18 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        self.submit(work).await.unwrap_or_else(|_| Err(gone()))
+        self.submit(Priority::Now, work)
+            .await
+            .unwrap_or_else(|_| Err(gone()))
     }
 
     /// [`Writer::submit`] and wait, from a thread that may block (never the executor).
-    pub(super) fn write_blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    pub(super) fn write_blocking<T, F>(&self, priority: Priority, work: F) -> Result<T, StoreError>
     where
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        self.submit(work)
+        self.submit(priority, work)
             .blocking_recv()
             .unwrap_or_else(|_| Err(gone()))
     }
@@ -156,35 +178,94 @@ fn gone() -> StoreError {
     StoreError::Writer("the writer thread is gone".into())
 }
 
-fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        let linger_until = Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH {
-            let wait = linger_until.saturating_duration_since(Instant::now());
-            match queue.recv_timeout(wait) {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+/// Jobs taken off the channel, by priority.
+#[derive(Default)]
+struct Waiting {
+    now: VecDeque<Box<dyn Job>>,
+    background: VecDeque<Box<dyn Job>>,
+}
+
+impl Waiting {
+    fn push(&mut self, (priority, job): (Priority, Box<dyn Job>)) {
+        match priority {
+            Priority::Now => self.now.push_back(job),
+            Priority::Background => self.background.push_back(job),
+        }
+    }
+}
+
+/// How often the writer copies the WAL into the database, between two batches.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Copies the WAL into the database. Run by the writer between batches, after their
+/// answers went out: a checkpoint on another connection races the writer and, under
+/// steady load, never catches up with it, so the WAL never restarts and grows until
+/// `wal_autocheckpoint` stalls a commit with a huge copy. Between batches it copies
+/// everything, and the next transaction starts the WAL from its beginning.
+fn checkpoint(conn: &Connection) {
+    if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %err, "WAL checkpoint failed; retried later");
+    }
+}
+
+fn run(conn: &Connection, queue: &mpsc::Receiver<(Priority, Box<dyn Job>)>) {
+    let mut waiting = Waiting::default();
+    let mut checkpointed = Instant::now();
+    loop {
+        if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+            checkpoint(conn);
+            checkpointed = Instant::now();
+        }
+        if waiting.now.is_empty() && waiting.background.is_empty() {
+            let job = match queue.recv_timeout(CHECKPOINT_EVERY) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            waiting.push(job);
+            // A first upload after a quiet spell waits a moment for company.
+            if !waiting.now.is_empty() {
+                let linger_until = Instant::now() + LINGER;
+                while waiting.now.len() < MAX_BATCH {
+                    let wait = linger_until.saturating_duration_since(Instant::now());
+                    match queue.recv_timeout(wait) {
+                        Ok(job) => waiting.push(job),
+                        Err(_) => break,
+                    }
+                }
             }
         }
-        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let reason = format!("cannot begin a transaction: {err}");
-            tracing::error!(error = %err, "store write batch refused");
-            for job in batch {
-                job.fail(&reason);
-            }
-            continue;
+        while let Ok(job) = queue.try_recv() {
+            waiting.push(job);
         }
-        let finishes: Vec<Finish> = batch.into_iter().map(|job| job.run(conn)).collect();
-        let committed = conn.execute_batch("COMMIT").map_err(|err| {
-            // A failed COMMIT may leave the transaction open; nothing of it stays.
-            let _ = conn.execute_batch("ROLLBACK");
-            tracing::error!(error = %err, "store commit failed");
-            err.to_string()
-        });
-        tracing::trace!(jobs = finishes.len(), "store batch committed");
-        for finish in finishes {
-            finish(committed.as_ref().map(|_| ()).map_err(String::as_str));
+        let batch: Vec<Box<dyn Job>> = if waiting.now.is_empty() {
+            waiting.background.pop_front().into_iter().collect()
+        } else {
+            let n = waiting.now.len().min(MAX_BATCH);
+            waiting.now.drain(..n).collect()
+        };
+        commit_batch(conn, batch);
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) {
+    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let reason = format!("cannot begin a transaction: {err}");
+        tracing::error!(error = %err, "store write batch refused");
+        for job in batch {
+            job.fail(&reason);
         }
+        return;
+    }
+    let finishes: Vec<Finish> = batch.into_iter().map(|job| job.run(conn)).collect();
+    let committed = conn.execute_batch("COMMIT").map_err(|err| {
+        // A failed COMMIT may leave the transaction open; nothing of it stays.
+        let _ = conn.execute_batch("ROLLBACK");
+        tracing::error!(error = %err, "store commit failed");
+        err.to_string()
+    });
+    tracing::trace!(jobs = finishes.len(), "store batch committed");
+    for finish in finishes {
+        finish(committed.as_ref().map(|_| ()).map_err(String::as_str));
     }
 }
