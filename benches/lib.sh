@@ -6,7 +6,7 @@ BENCH_DIR="${CRASHBOX_BENCH_DIR:-$HOME/.cache/crashbox-bench}"
 LARGE="$BENCH_DIR/large"
 DWARF="$LARGE/LargeApp.app.dSYM/Contents/Resources/DWARF/LargeApp"
 DSYMS_ZIP="$LARGE/LargeApp.dSYMs.zip"
-CRASHBOX="$ROOT/target/release/crashbox"
+CRASHBOX="${CRASHBOX:-$ROOT/target/release/crashbox}"
 
 SERVER_PID=""
 SERVER_ADDR=""
@@ -31,7 +31,7 @@ need_tools() {
 }
 
 build_release() {
-    (cd "$ROOT" && cargo build --release --bins --examples --quiet)
+    [ -n "${SKIP_BUILD:-}" ] || (cd "$ROOT" && cargo build --release --bins --examples --quiet)
 }
 
 # start_server DIR: a fresh server with its data and dsyms dirs under DIR.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Crash intake under load: wrk POSTs 60-frame .ips reports (a new incident each) with
 # the dSYM present, at concurrency 32 over loopback, against a release server with
-# a real sled store. Prints reports/s, p50/p99, server RSS over the run, and the
+# the real store. Prints reports/s, p50/p99, server RSS over the run, and the
 # in-process parse+symbolicate cost of the same reports (examples/intake_cost.rs),
 # with the ratio of the full intake's CPU cost per report to that baseline.
 #
@@ -41,6 +41,8 @@ echo "RssAnon samples (kB): $(awk '{print $4}' "$work/rss.log" | tr '\n' ' ')"
 echo "RssFile samples (kB): $(awk '{print $5}' "$work/rss.log" | tr '\n' ' ')"
 stored=$(curl -s "http://$SERVER_ADDR/metrics" | awk '/crashbox_crashes_total\{outcome="stored"\}/ {print $2}')
 echo "crashes stored: $stored"
+disk=$(du -sb "$work/data" | awk '{print $1}')
+echo "data dir: $disk bytes, $(python3 -c "print(round($disk / max(1, float('${stored:-0}' or 0))))") bytes per stored crash"
 # Flatness: RSS growth after the first minute (warm-up: caches and pools filling), per
 # crash stored since then, assuming the steady rate wrk keeps up. A least-squares line
 # through every sample after 60 s, not the two end samples: single samples move by
