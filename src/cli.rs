@@ -1,4 +1,4 @@
-//! The command line: `crashbox serve`, `token create`, `upload-dsyms`, `send-crash`,
+//! The command line: `crashbox serve`, `token create|list|revoke`, `upload-dsyms`, `send-crash`,
 //! `symbolicate`. Each command
 //! parses its flags (with `CRASHBOX_*` environment twins) and calls into the library.
 
@@ -133,9 +133,26 @@ enum TokenCommand {
     Create {
         #[arg(long, env = "CRASHBOX_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
-        /// ingest (send crashes; safe in an app), upload (debug files), read, admin.
+        /// ingest (send crashes; safe in an app), upload (debug files), read, triage
+        /// (read and change groups), admin.
         #[arg(long)]
         scope: Scope,
+        /// Who the token is for (e.g. "ios-ci"): shown by `token list` and in activity.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens: short id, scope, name, creation time. Never the secrets.
+    List {
+        #[arg(long, env = "CRASHBOX_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Revoke a token by its short id (from `token list`) or its name. A running
+    /// server refuses it from its next request on.
+    Revoke {
+        #[arg(long, env = "CRASHBOX_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// The token's short id or name.
+        id: String,
     },
 }
 
@@ -164,8 +181,19 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token {
-            command: TokenCommand::Create { data_dir, scope },
-        } => token_create(data_dir, scope),
+            command:
+                TokenCommand::Create {
+                    data_dir,
+                    scope,
+                    name,
+                },
+        } => token_create(data_dir, scope, name.as_deref()),
+        Command::Token {
+            command: TokenCommand::List { data_dir },
+        } => token_list(data_dir),
+        Command::Token {
+            command: TokenCommand::Revoke { data_dir, id },
+        } => token_revoke(data_dir, &id),
         Command::UploadDsyms(args) => upload_dsyms(args),
         Command::SendCrash(args) => send_crash(args),
         Command::Symbolicate(args) => symbolicate(args),
@@ -280,11 +308,51 @@ fn default_cache_dir() -> Option<PathBuf> {
         .map(|base| base.join("crashbox"))
 }
 
-fn token_create(data_dir: PathBuf, scope: Scope) -> ExitCode {
-    let created = TokenStore::open(&data_dir).and_then(|tokens| tokens.create(scope));
+fn token_create(data_dir: PathBuf, scope: Scope, name: Option<&str>) -> ExitCode {
+    let created = TokenStore::open(&data_dir).and_then(|tokens| tokens.create_named(scope, name));
     match created {
         Ok(token) => {
             println!("created {} token: {}", token.scope, token.token);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("crashbox: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token_list(data_dir: PathBuf) -> ExitCode {
+    match TokenStore::open(&data_dir).and_then(|tokens| tokens.list()) {
+        Ok(tokens) => {
+            println!("{:<8}  {:<6}  {:<25}  NAME", "ID", "SCOPE", "CREATED");
+            for token in tokens {
+                println!(
+                    "{:<8}  {:<6}  {:<25}  {}",
+                    token.id,
+                    token.scope,
+                    token.created_at,
+                    token.name.as_deref().unwrap_or("-")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("crashbox: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token_revoke(data_dir: PathBuf, which: &str) -> ExitCode {
+    match TokenStore::open(&data_dir).and_then(|tokens| tokens.revoke(which)) {
+        Ok(token) => {
+            println!(
+                "revoked {} token {}{}",
+                token.scope,
+                token.id,
+                token.name.map(|n| format!(" ({n})")).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{authorize, body, ApiError};
+use super::{authorize, authorize_any, body, ApiError};
 use crate::app::App;
 use crate::auth::Scope;
 use crate::debug_files::{DebugFile, FileError, IngestStatus, Skipped, UploadMeta};
@@ -126,7 +126,7 @@ pub async fn list(
     Query(params): Query<ListParams>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&app, &headers, Scope::Read)?;
+    authorize_any(&app, &headers, &[Scope::Read, Scope::Upload])?;
     if params.missing == Some(true) {
         let missing = tokio::task::spawn_blocking(move || app.missing_debug_files())
             .await
@@ -153,7 +153,7 @@ pub async fn get(
     Path(debug_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&app, &headers, Scope::Read)?;
+    authorize_any(&app, &headers, &[Scope::Read, Scope::Upload])?;
     let parsed: symbolic::common::DebugId = debug_id.parse().map_err(|_| {
         ApiError::bad_request(
             "invalid_debug_id",
