@@ -69,17 +69,58 @@ pub async fn spool(request: Request, target: &Path, limit: u64) -> Result<Spoole
         .await
         .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
     let mut spooled: Option<Spooled> = None;
+    let result = read_fields(&mut multipart, target, limit, &mut spooled).await;
+    if result.is_err() && spooled.is_some() {
+        // The file field made it to disk before a later field was refused.
+        let _ = tokio::fs::remove_file(target).await;
+    }
+    let release = result?;
+    let mut spooled = spooled.ok_or_else(|| {
+        ApiError::bad_request("invalid_multipart", "multipart upload has no `file` field")
+    })?;
+    spooled.release = release;
+    Ok(spooled)
+}
+
+/// Largest multipart text field (`release`), in bytes: a release name is well under
+/// 256 bytes, and the field is kept in memory and in the debug-file index.
+pub const MAX_TEXT_FIELD_BYTES: usize = 1024;
+
+/// Most bytes of fields crashbox does not use (unknown names, a second `file`), read
+/// and dropped; past it the upload is refused rather than streamed for nothing.
+pub const MAX_IGNORED_FIELD_BYTES: u64 = 64 << 10;
+
+/// Most fields in one multipart upload.
+pub const MAX_FIELDS: usize = 16;
+
+/// Reads every field: `file` to `target`, `release` (bounded) into memory, the rest
+/// dropped within [`MAX_IGNORED_FIELD_BYTES`]. Returns the release.
+async fn read_fields(
+    multipart: &mut Multipart,
+    target: &Path,
+    limit: u64,
+    spooled: &mut Option<Spooled>,
+) -> Result<Option<String>, ApiError> {
+    let invalid = |e: axum::extract::multipart::MultipartError| {
+        ApiError::bad_request("invalid_multipart", e.body_text())
+    };
     let mut release = None;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?
-    {
+    let mut fields = 0;
+    let mut ignored: u64 = 0;
+    while let Some(mut field) = multipart.next_field().await.map_err(invalid)? {
+        fields += 1;
+        if fields > MAX_FIELDS {
+            return Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_fields",
+                format!("a multipart upload has at most {MAX_FIELDS} fields"),
+            ));
+        }
         match field.name() {
             Some("file") if spooled.is_none() => {
                 let file_name = field.file_name().map(str::to_owned);
                 let bytes = write_stream(field, target, limit).await?;
-                spooled = Some(Spooled {
+                *spooled = Some(Spooled {
                     path: target.to_owned(),
                     bytes,
                     file_name,
@@ -87,20 +128,42 @@ pub async fn spool(request: Request, target: &Path, limit: u64) -> Result<Spoole
                 });
             }
             Some("release") => {
-                let text = field
-                    .text()
-                    .await
-                    .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+                // Chunk by chunk, so a 256 MiB field costs at most the cap in memory.
+                let mut text = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(invalid)? {
+                    if text.len() + chunk.len() > MAX_TEXT_FIELD_BYTES {
+                        return Err(ApiError::new(
+                            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                            "field_too_large",
+                            format!(
+                                "the multipart field `release` exceeds {MAX_TEXT_FIELD_BYTES} bytes"
+                            ),
+                        ));
+                    }
+                    text.extend_from_slice(&chunk);
+                }
+                let text = String::from_utf8(text).map_err(|_| {
+                    ApiError::bad_request("invalid_release", "the `release` field is not UTF-8")
+                })?;
                 release = Some(text);
             }
-            _ => {}
+            _ => {
+                while let Some(chunk) = field.chunk().await.map_err(invalid)? {
+                    ignored += chunk.len() as u64;
+                    if ignored > MAX_IGNORED_FIELD_BYTES {
+                        return Err(ApiError::new(
+                            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                            "field_too_large",
+                            format!(
+                                "multipart fields other than `file` and `release` exceed {MAX_IGNORED_FIELD_BYTES} bytes"
+                            ),
+                        ));
+                    }
+                }
+            }
         }
     }
-    let mut spooled = spooled.ok_or_else(|| {
-        ApiError::bad_request("invalid_multipart", "multipart upload has no `file` field")
-    })?;
-    spooled.release = release;
-    Ok(spooled)
+    Ok(release)
 }
 
 async fn write_stream<S, E>(stream: S, target: &Path, limit: u64) -> Result<u64, ApiError>

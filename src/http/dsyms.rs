@@ -84,12 +84,13 @@ pub async fn upload(
     let limit = app.config().max_dsym_upload_bytes;
     let spooled = body::spool(request, &app.new_upload_path(), limit).await?;
     app.metrics().dsym_upload_bytes.inc_by(spooled.bytes);
-    let meta = UploadMeta {
-        release: params
-            .release
-            .or(spooled.release)
-            .filter(|r| !r.trim().is_empty()),
-        name: params.name.or(spooled.file_name),
+    let meta = match upload_meta(params, &spooled) {
+        Ok(meta) => meta,
+        Err(err) => {
+            // Refused before ingest, which would otherwise delete the spooled body.
+            let _ = tokio::fs::remove_file(&spooled.path).await;
+            return Err(err);
+        }
     };
     let report = app.ingest_debug_files(spooled.path, meta).await?;
     let created = report
@@ -111,6 +112,32 @@ pub async fn upload(
         StatusCode::OK
     };
     Ok((status, Json(response)).into_response())
+}
+
+/// Longest file name an upload may give, in bytes: it is kept in the index.
+const MAX_NAME_LEN: usize = 1024;
+
+/// The release and name of an upload, from the query or the multipart fields, checked
+/// before the index keeps them.
+fn upload_meta(params: UploadParams, spooled: &body::Spooled) -> Result<UploadMeta, ApiError> {
+    let release = match params.release.or_else(|| spooled.release.clone()) {
+        Some(r) if !r.trim().is_empty() => Some(
+            crate::release::validate(&r)
+                .map_err(|m| ApiError::bad_request("invalid_release", m))?
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    let name = params.name.or_else(|| spooled.file_name.clone());
+    if let Some(name) = &name {
+        if name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_name",
+                format!("a file name is at most {MAX_NAME_LEN} printable bytes"),
+            ));
+        }
+    }
+    Ok(UploadMeta { release, name })
 }
 
 #[derive(Debug, Deserialize)]

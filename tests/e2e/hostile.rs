@@ -105,3 +105,122 @@ fn a_token_revoked_by_the_cli_answers_401_on_the_very_next_request() {
     assert!(!ok);
     assert!(stderr.contains("no token"), "{stderr}");
 }
+
+fn crashprobe_dwarf() -> Vec<u8> {
+    std::fs::read(corpus(
+        "xcode-dsyms/54039061-A983-3323-A49D-837A894D667F.dSYM/Contents/Resources/DWARF/CrashProbeiOS",
+    ))
+    .unwrap()
+}
+
+/// `POST /api/v1/dsyms` as multipart with `(name, file name, bytes)` fields.
+fn post_multipart(
+    app: &crate::support::TestApp,
+    fields: &[(&str, Option<&str>, &[u8])],
+) -> crate::support::Reply {
+    let boundary = "crashboxboundary";
+    let mut body = Vec::new();
+    for (name, file_name, bytes) in fields {
+        let file_name = file_name
+            .map(|f| format!("; filename=\"{f}\""))
+            .unwrap_or_default();
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{file_name}\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    crate::support::reply(
+        crate::support::agent()
+            .post(format!("{}/api/v1/dsyms", app.url))
+            .header("Authorization", &format!("Bearer {}", app.admin_token))
+            .header(
+                "Content-Type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )
+            .send(&body[..]),
+    )
+}
+
+/// Files left under the dsyms dir's `tmp/` (uploads in flight).
+fn staged_files(app: &crate::support::TestApp) -> usize {
+    walk_count(&app.dsyms_dir().join("tmp"))
+}
+
+fn walk_count(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            n += walk_count(&entry.path());
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn an_oversized_or_malformed_release_field_is_refused_and_stores_nothing() {
+    let app = spawn_app();
+    let dwarf = crashprobe_dwarf();
+    // Over both caps, yet small enough that the client finishes sending before the
+    // server answers early and closes.
+    let huge = vec![b'a'; 100 << 10];
+    // Before or after the file: the spooled file must go too.
+    for fields in [
+        vec![
+            ("release", None, &huge[..]),
+            ("file", Some("CrashProbeiOS"), &dwarf[..]),
+        ],
+        vec![
+            ("file", Some("CrashProbeiOS"), &dwarf[..]),
+            ("release", None, &huge[..]),
+        ],
+    ] {
+        let reply = post_multipart(&app, &fields);
+        assert_eq!(reply.status, 413, "{:?}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "field_too_large");
+    }
+    // Unknown fields cannot stream without bound either.
+    let reply = post_multipart(
+        &app,
+        &[
+            ("file", Some("CrashProbeiOS"), &dwarf[..]),
+            ("junk", None, &huge[..]),
+        ],
+    );
+    assert_eq!(reply.status, 413, "{:?}", reply.body);
+    for bad in [
+        &b"r2"[..],
+        b"app 1.0 (1)\x00",
+        b"app 1.0 (1)\nThread 0 Crashed:",
+        b"a b c d (1)",
+    ] {
+        let reply = post_multipart(
+            &app,
+            &[
+                ("release", None, bad),
+                ("file", Some("CrashProbeiOS"), &dwarf[..]),
+            ],
+        );
+        assert_eq!(reply.status, 400, "{bad:?}: {:?}", reply.body);
+        assert_eq!(reply.body["error"]["code"], "invalid_release");
+    }
+    let reply = app.post_dsyms(&format!("?release={}%20(1)", "x".repeat(300)), &dwarf);
+    assert_eq!(reply.status, 400, "{:?}", reply.body);
+    assert!(app.listed().is_empty());
+    assert_eq!(staged_files(&app), 0);
+    // A good release still works.
+    let reply = post_multipart(
+        &app,
+        &[
+            ("release", None, b"app 2.0 (7)"),
+            ("file", Some("CrashProbeiOS"), &dwarf[..]),
+        ],
+    );
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert_eq!(reply.body["debug_files"][0]["releases"][0], "app 2.0 (7)");
+}
