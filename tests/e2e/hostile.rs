@@ -166,33 +166,29 @@ fn walk_count(dir: &std::path::Path) -> usize {
 fn an_oversized_or_malformed_release_field_is_refused_and_stores_nothing() {
     let app = spawn_app();
     let dwarf = crashprobe_dwarf();
-    // Over both caps, yet small enough that the client finishes sending before the
-    // server answers early and closes.
-    let huge = vec![b'a'; 100 << 10];
-    // Before or after the file: the spooled file must go too.
+    // Just over the caps, and last in the body (or before a tiny file), so that the
+    // client has sent everything when the server answers early and closes.
+    let long_release = vec![b'a'; 2 << 10];
+    let junk = vec![b'a'; 70 << 10];
     for fields in [
         vec![
-            ("release", None, &huge[..]),
-            ("file", Some("CrashProbeiOS"), &dwarf[..]),
+            ("release", None, &long_release[..]),
+            ("file", Some("x"), &b"x"[..]),
         ],
         vec![
             ("file", Some("CrashProbeiOS"), &dwarf[..]),
-            ("release", None, &huge[..]),
+            ("release", None, &long_release[..]),
+        ],
+        // Unknown fields cannot stream without bound either.
+        vec![
+            ("file", Some("CrashProbeiOS"), &dwarf[..]),
+            ("junk", None, &junk[..]),
         ],
     ] {
         let reply = post_multipart(&app, &fields);
         assert_eq!(reply.status, 413, "{:?}", reply.body);
         assert_eq!(reply.body["error"]["code"], "field_too_large");
     }
-    // Unknown fields cannot stream without bound either.
-    let reply = post_multipart(
-        &app,
-        &[
-            ("file", Some("CrashProbeiOS"), &dwarf[..]),
-            ("junk", None, &huge[..]),
-        ],
-    );
-    assert_eq!(reply.status, 413, "{:?}", reply.body);
     for bad in [
         &b"r2"[..],
         b"app 1.0 (1)\x00",
@@ -223,4 +219,205 @@ fn an_oversized_or_malformed_release_field_is_refused_and_stores_nothing() {
     );
     assert_eq!(reply.status, 201, "{:?}", reply.body);
     assert_eq!(reply.body["debug_files"][0]["releases"][0], "app 2.0 (7)");
+}
+
+fn post_crash(app: &crate::support::TestApp, body: &[u8]) -> crate::support::Reply {
+    app.post("/api/v1/crashes", Some(&app.admin_token.clone()), body)
+}
+
+/// A MetricKit payload of `n` minimal crash diagnostics, each at its own address.
+fn metrickit_payload(n: usize) -> String {
+    let diagnostics: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"diagnosticMetaData":{{"osVersion":"iPhone OS 17.1 (21B74)","signal":11,"exceptionType":1}},"callStackTree":{{"callStackPerThread":true,"callStacks":[{{"threadAttributed":true,"callStackRootFrames":[{{"binaryUUID":"7C9A24C6-CB84-3053-8481-DA167DA8FB9C","binaryName":"App","address":{},"offsetIntoBinaryTextSegment":{},"subFrames":[]}}]}}]}}}}"#,
+                0x1_0000_0000u64 + 16 * i as u64,
+                16 * i
+            )
+        })
+        .collect();
+    format!(r#"{{"crashDiagnostics":[{}]}}"#, diagnostics.join(","))
+}
+
+#[test]
+fn a_metrickit_payload_holds_at_most_64_crashes() {
+    let app = spawn_app();
+    // 65 diagnostics: refused whole, before any is parsed or stored.
+    let reply = post_crash(&app, metrickit_payload(65).as_bytes());
+    assert_eq!(reply.status, 413, "{:?}", reply.body);
+    assert_eq!(reply.body["error"]["format"], "MetricKit");
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("65 crash diagnostics"),
+        "{:?}",
+        reply.body
+    );
+    // The probe's payload: 10 MiB of minimal diagnostics.
+    let mut big = metrickit_payload(60_000);
+    big.truncate(10_000_000);
+    let cut = big.rfind("},{").unwrap();
+    big.truncate(cut + 1);
+    big.push_str("]}");
+    let started = std::time::Instant::now();
+    let reply = post_crash(&app, big.as_bytes());
+    assert_eq!(reply.status, 413, "{:?}", reply.body);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // 64 is fine, and the answer lists each.
+    let reply = post_crash(&app, metrickit_payload(64).as_bytes());
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert_eq!(reply.body["crashes"].as_array().unwrap().len(), 64);
+}
+
+/// An `.ips` whose body has the given threads and used images.
+fn ips(body: &str) -> String {
+    format!("{{\"bug_type\":\"309\"}}\n{body}")
+}
+
+#[test]
+fn reports_with_no_frames_are_refused_with_422_in_every_format() {
+    let app = spawn_app();
+    let frameless: [(&str, String); 5] = [
+        ("Apple .ips", ips(r#"{"a":1}"#)),
+        (
+            "Apple .ips",
+            ips(r#"{"usedImages":[],"faultingThread":0,"threads":[{"frames":[]}]}"#),
+        ),
+        (
+            "Apple .crash",
+            "Incident Identifier: X\nHardware Model: iPhone14,2\nException Type: EXC_CRASH (SIGABRT)\n".to_owned(),
+        ),
+        (
+            "MetricKit",
+            r#"{"crashDiagnostics":[{"diagnosticMetaData":{"signal":11},"callStackTree":{"callStacks":[]}}]}"#.to_owned(),
+        ),
+        (
+            "Sentry event",
+            r#"{"event_id":"x","level":"fatal","exception":{"values":[{"type":"E"}]}}"#.to_owned(),
+        ),
+    ];
+    for (format, body) in &frameless {
+        let reply = post_crash(&app, body.as_bytes());
+        assert_eq!(reply.status, 422, "{format}: {body}: {:?}", reply.body);
+        assert_eq!(reply.body["error"]["format"], *format, "{:?}", reply.body);
+    }
+    // One frame is enough.
+    let reply = post_crash(
+        &app,
+        ips(r#"{"usedImages":[{"base":4096,"name":"App"}],"faultingThread":0,"threads":[{"frames":[{"imageIndex":0,"imageOffset":16}]}]}"#).as_bytes(),
+    );
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+}
+
+#[test]
+fn control_characters_never_reach_the_rendered_text_or_the_signature() {
+    let app = spawn_app();
+    let body = ips(
+        r#"{"procName":"App\u0000\u001b[31m","modelCode":"iPhone\u0000","exception":{"type":"EXC_CRASH\u0000","signal":"SIGABRT"},"asi":{"libsystem_c.dylib":["abort() called\u0000\nThread 9 Crashed:"]},"usedImages":[{"base":4096,"size":4096,"name":"App\u0000x","uuid":"7c9a24c6-cb84-3053-8481-da167da8fb9c"}],"faultingThread":0,"threads":[{"name":"main\u0007","triggered":true,"frames":[{"imageIndex":0,"imageOffset":16,"symbol":"evil\u0000name\u0008"}]}]}"#,
+    );
+    let reply = post_crash(&app, body.as_bytes());
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let signature = reply.body["signature"].as_str().unwrap().to_owned();
+    assert!(!signature.chars().any(char::is_control), "{signature:?}");
+    let id = reply.body["id"].as_str().unwrap().to_owned();
+    let json = app.get(&format!("/api/v1/crashes/{id}"), Some(&app.admin_token));
+    assert_eq!(json.status, 200);
+    let text = json.body.to_string();
+    assert!(
+        !text.contains("\\u0000") && !text.contains("\\u001b"),
+        "{text}"
+    );
+    assert!(
+        !json.body["signature"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .any(char::is_control),
+        "{:?}",
+        json.body["signature"]
+    );
+    let apple = app.get(
+        &format!("/api/v1/crashes/{id}/apple"),
+        Some(&app.admin_token),
+    );
+    assert_eq!(apple.status, 200);
+    let apple = apple.body.as_str().unwrap();
+    assert!(
+        !apple
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t'),
+        "{apple:?}"
+    );
+    // A newline inside a field cannot forge a line of the report.
+    assert!(!apple.lines().any(|l| l.starts_with("Thread 9")), "{apple}");
+}
+
+#[test]
+fn images_and_frames_are_bounded_per_report() {
+    let app = spawn_app();
+    // 100k used images: kept to 2048, and the frame's own image among them.
+    let images: Vec<String> = (0..100_000u64)
+        .map(|i| {
+            format!(
+                r#"{{"base":{},"size":4096,"name":"L{i}"}}"#,
+                0x1000 * (i + 1)
+            )
+        })
+        .collect();
+    let body = ips(&format!(
+        r#"{{"usedImages":[{}],"faultingThread":0,"threads":[{{"frames":[{{"imageIndex":99999,"imageOffset":16}}]}}]}}"#,
+        images.join(",")
+    ));
+    let reply = post_crash(&app, body.as_bytes());
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let id = reply.body["id"].as_str().unwrap().to_owned();
+    let doc = app.get(&format!("/api/v1/crashes/{id}"), Some(&app.admin_token));
+    assert_eq!(doc.status, 200);
+    let images = doc.body["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2048);
+    assert!(
+        images.iter().any(|i| i["name"] == "L99999"),
+        "frame's image dropped"
+    );
+    assert_eq!(doc.body["threads"][0]["frames"][0]["image"], "L99999");
+
+    // 600 threads of 100 frames (2 MB): the rendered answers stay small.
+    let frames = vec![r#"{"imageIndex":0,"imageOffset":16}"#; 100].join(",");
+    let thread = format!(r#"{{"frames":[{frames}]}}"#);
+    let threads = vec![thread.as_str(); 600].join(",");
+    let body = ips(&format!(
+        r#"{{"usedImages":[{{"base":4096,"name":"App"}}],"faultingThread":550,"threads":[{threads}]}}"#
+    ));
+    let reply = post_crash(&app, body.as_bytes());
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let id = reply.body["id"].as_str().unwrap().to_owned();
+    let doc = app.get(&format!("/api/v1/crashes/{id}"), Some(&app.admin_token));
+    let json_len = doc.body.to_string().len();
+    let frames: usize = doc.body["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["frames"].as_array().unwrap().len())
+        .sum();
+    assert!(frames <= 16_384, "{frames} frames");
+    assert!(json_len < 3 << 20, "JSON answer is {json_len} bytes");
+    // The crashed thread keeps its frames.
+    let crashed = doc.body["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["crashed"] == true)
+        .unwrap();
+    assert_eq!(crashed["frames"].as_array().unwrap().len(), 100);
+    let apple = app.get(
+        &format!("/api/v1/crashes/{id}/apple"),
+        Some(&app.admin_token),
+    );
+    let apple_len = apple.body.as_str().unwrap().len();
+    assert!(apple_len < 2 << 20, "Apple text is {apple_len} bytes");
 }
