@@ -5,12 +5,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Scope, TokenStore};
 use crate::client::{Client, ClientError};
-use crate::config::{parse_byte_size, Config};
+use crate::config::{parse_byte_size, parse_duration, Config, ConnectionLimits};
 use crate::debug_files::IngestLimits;
 use crate::telemetry::{self, LogFormat};
 
@@ -125,6 +126,24 @@ struct ServeArgs {
     /// Memory for open SymCaches shared by all requests (e.g. 1GiB).
     #[arg(long, env = "CRASHBOX_SYMCACHE_CACHE_SIZE", default_value = "1GiB", value_parser = parse_byte_size)]
     symcache_cache_size: u64,
+    /// Time a client has to send a request's headers (e.g. 10s, 500ms); it also bounds
+    /// how long a connection may wait for its next request.
+    #[arg(long, env = "CRASHBOX_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// A kept-alive connection with no new request this long after its last answer is
+    /// closed.
+    #[arg(long, env = "CRASHBOX_IDLE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Slowest request body accepted, in bytes per second after --body-grace (408
+    /// below it); 0 turns the check off.
+    #[arg(long, env = "CRASHBOX_MIN_BODY_RATE", default_value = "4KiB", value_parser = parse_byte_size)]
+    min_body_rate: u64,
+    /// Time a request body may take before --min-body-rate applies.
+    #[arg(long, env = "CRASHBOX_BODY_GRACE", default_value = "10s", value_parser = parse_duration)]
+    body_grace: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "CRASHBOX_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,6 +297,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.max_crash_frames = args.max_crash_frames.max(1);
     config.retention_days = args.retention_days;
     config.symcache_cache_bytes = usize::try_from(args.symcache_cache_size).unwrap_or(usize::MAX);
+    config.connections = ConnectionLimits {
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        min_body_rate: args.min_body_rate,
+        body_grace: args.body_grace,
+        max_connections: args.max_connections.max(1),
+    };
     if let Some(workers) = args.conversion_workers {
         config.conversion_workers = workers.max(1);
     }

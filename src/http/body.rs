@@ -40,7 +40,13 @@ pub async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result
     check_declared_length(headers, limit)?;
     axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
         .await
-        .map_err(|_| ApiError::body_too_large(limit))
+        .map_err(|e| {
+            if super::limits::is_too_slow(&e) {
+                ApiError::body_too_slow(e)
+            } else {
+                ApiError::body_too_large(limit)
+            }
+        })
 }
 
 /// Writes the body of `request` (raw or multipart field `file`) to `target`.
@@ -68,6 +74,7 @@ pub async fn spool(request: Request, target: &Path, limit: u64) -> Result<Spoole
     let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+    // (from_request reads no body: it only checks the boundary.)
     let mut spooled: Option<Spooled> = None;
     let result = read_fields(&mut multipart, target, limit, &mut spooled).await;
     if result.is_err() && spooled.is_some() {
@@ -102,7 +109,11 @@ async fn read_fields(
     spooled: &mut Option<Spooled>,
 ) -> Result<Option<String>, ApiError> {
     let invalid = |e: axum::extract::multipart::MultipartError| {
-        ApiError::bad_request("invalid_multipart", e.body_text())
+        if super::limits::is_too_slow(&e) {
+            ApiError::body_too_slow(e)
+        } else {
+            ApiError::bad_request("invalid_multipart", e.body_text())
+        }
     };
     let mut release = None;
     let mut fields = 0;
@@ -169,7 +180,7 @@ async fn read_fields(
 async fn write_stream<S, E>(stream: S, target: &Path, limit: u64) -> Result<u64, ApiError>
 where
     S: Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     let result = write_stream_inner(stream, target, limit).await;
     if result.is_err() {
@@ -181,7 +192,7 @@ where
 async fn write_stream_inner<S, E>(mut stream: S, target: &Path, limit: u64) -> Result<u64, ApiError>
 where
     S: Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     let file = tokio::fs::File::create(target)
         .await
@@ -190,7 +201,11 @@ where
     let mut written: u64 = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::bad_request("body_read_failed", format!("reading the body failed: {e}"))
+            if super::limits::is_too_slow(&e) {
+                ApiError::body_too_slow(e)
+            } else {
+                ApiError::bad_request("body_read_failed", format!("reading the body failed: {e}"))
+            }
         })?;
         written += chunk.len() as u64;
         if written > limit {

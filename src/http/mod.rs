@@ -6,6 +6,7 @@ mod body;
 mod crashes;
 mod dsyms;
 mod error;
+pub mod limits;
 mod ops;
 
 use std::time::Instant;
@@ -48,6 +49,10 @@ pub fn router(app: App) -> Router {
         )
         .route("/api/v1/crashes/{id}/apple", get(crashes::get_apple))
         .fallback(ops::not_found)
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            limits::min_body_rate,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }

@@ -9,3 +9,4 @@ mod ops;
 mod privacy;
 mod support;
 mod symbolication;
+mod timeouts;
