@@ -105,7 +105,8 @@ struct ServeArgs {
     /// Largest total a zip may expand to.
     #[arg(long, env = "CRASHBOX_MAX_ZIP_UNCOMPRESSED_SIZE", default_value = "8GiB", value_parser = parse_byte_size)]
     max_zip_uncompressed_size: u64,
-    /// Largest expansion ratio of one zip entry over 1 MiB.
+    /// Largest expansion ratio of a whole zip and of one entry over 1 MiB (any zip may
+    /// expand to 16 MiB).
     #[arg(long, env = "CRASHBOX_MAX_ZIP_RATIO", default_value_t = 200)]
     max_zip_ratio: u64,
     /// How many uploads convert debug files at once (default: number of cores).

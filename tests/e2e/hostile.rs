@@ -421,3 +421,25 @@ fn images_and_frames_are_bounded_per_report() {
     let apple_len = apple.body.as_str().unwrap().len();
     assert!(apple_len < 2 << 20, "Apple text is {apple_len} bytes");
 }
+
+#[test]
+fn many_small_entries_cannot_add_up_to_a_zip_bomb() {
+    let app = spawn_app();
+    // The probe's archive, scaled down: Mach-O-looking 1 MiB entries of zeros, each
+    // under the per-entry ratio check's size. 100 MiB from a ~100 KB upload.
+    let mut entry = vec![0u8; 1 << 20];
+    entry[..4].copy_from_slice(&[0xcf, 0xfa, 0xed, 0xfe]);
+    let names: Vec<String> = (0..100)
+        .map(|i| format!("x{i}.dSYM/Contents/Resources/DWARF/x"))
+        .collect();
+    let entries: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &entry[..])).collect();
+    let zip = crate::support::zip_of(&entries);
+    assert!(zip.len() < 200_000, "{}", zip.len());
+    let started = std::time::Instant::now();
+    let reply = app.post_dsyms("", &zip);
+    assert_eq!(reply.status, 413, "{:?}", reply.body);
+    assert_eq!(reply.body["error"]["code"], "zip_too_large");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(staged_files(&app), 0);
+    assert!(app.listed().is_empty());
+}
