@@ -32,6 +32,38 @@ pub fn parse_value(
     Ok(value)
 }
 
+/// Parses `text` as `T` for `format`, with the same depth check as [`parse_value`]:
+/// for the large parts of a report, which typed structs hold far more compactly than
+/// a `Value` tree.
+pub fn parse_typed<T: serde::de::DeserializeOwned>(
+    text: &str,
+    format: ReportFormat,
+    max_depth: usize,
+) -> Result<T, ParseError> {
+    let depth = nesting_depth(text.as_bytes());
+    if depth > max_depth {
+        return Err(ParseError::new(
+            Some(format),
+            ParseErrorKind::TooLarge,
+            format!("JSON nests {depth} levels deep, over the limit of {max_depth}"),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    let de = serde_stacker::Deserializer::new(&mut de);
+    T::deserialize(de).map_err(|err| syntax_error(format, &err))
+}
+
+/// A value as text, as [`text`] reads `value[key]`.
+pub fn as_text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
 /// Turns a serde_json error into a [`ParseError`] that says where and what.
 pub fn syntax_error(format: ReportFormat, err: &serde_json::Error) -> ParseError {
     let what = if err.is_eof() {

@@ -443,3 +443,52 @@ fn many_small_entries_cannot_add_up_to_a_zip_bomb() {
     assert_eq!(staged_files(&app), 0);
     assert!(app.listed().is_empty());
 }
+
+/// Peak resident memory of a process, from /proc (Linux).
+#[cfg(target_os = "linux")]
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib << 10
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn one_large_report_peaks_at_a_small_multiple_of_its_size() {
+    // The real binary, alone in its process, so its peak RSS is this request's.
+    let root = tempfile::tempdir().unwrap();
+    let server = crate::support::serve(root.path());
+    let token = crate::support::admin_token(&root.path().join("data"));
+    // 300 threads of 1000 frames: 10.2 MB, as the probe's 317k-frame report.
+    let frames = vec![r#"{"imageIndex":0,"imageOffset":16}"#; 1000].join(",");
+    let thread = format!(r#"{{"frames":[{frames}]}}"#);
+    let threads = vec![thread.as_str(); 300].join(",");
+    let body = ips(&format!(
+        r#"{{"usedImages":[{{"base":4096,"name":"App"}}],"faultingThread":0,"threads":[{threads}]}}"#
+    ));
+    let client = crate::support::agent();
+    let healthz = crate::support::reply(client.get(format!("{}/healthz", server.url)).call());
+    assert_eq!(healthz.status, 200);
+    let before = peak_rss_bytes(server.child.id());
+    let reply = crate::support::reply(
+        client
+            .post(format!("{}/api/v1/crashes", server.url))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send(body.as_bytes()),
+    );
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let grew = peak_rss_bytes(server.child.id()).saturating_sub(before);
+    eprintln!(
+        "a {} byte .ips raised peak RSS by {} bytes ({:.1}x)",
+        body.len(),
+        grew,
+        grew as f64 / body.len() as f64
+    );
+    // Was 24x (243 MB) with every frame a serde_json::Value map.
+    assert!(
+        grew < 12 * body.len() as u64,
+        "peak RSS grew {grew} bytes for a {} byte report",
+        body.len()
+    );
+}
