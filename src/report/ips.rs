@@ -6,10 +6,12 @@
 //! every format. An older `.ips` whose body is legacy text goes to the `.crash` parser
 //! (see `apple_crash::parse`), which reads the header too.
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use super::json::{address, address_at, array, as_text, parse_typed, parse_value, text};
+use super::json::{
+    address, address_at, array, as_text, parse_seeded, parse_value, text, ValueBudget, ValueSeed,
+};
 use super::{
     apple, CrashReport, ExceptionInfo, Image, ParseError, ParseErrorKind, ParseLimits, RawFrame,
     ReportFormat, Termination, Thread,
@@ -25,7 +27,7 @@ pub fn split_header<'a>(
     limits: &ParseLimits,
 ) -> Result<(Value, &'a str), ParseError> {
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
-    let header = parse_value(first, format, limits.max_json_depth)?;
+    let header = parse_value(first, format, limits)?;
     if !header.is_object() {
         return Err(ParseError::new(
             Some(format),
@@ -41,7 +43,8 @@ pub fn parse(text: &str, limits: &ParseLimits) -> Result<CrashReport, ParseError
     if !body_text.trim_start().starts_with('{') {
         return Err(invalid("the body is not a JSON object"));
     }
-    let body: Body = parse_typed(body_text, FORMAT, limits.max_json_depth)?;
+    let budget = ValueBudget::new(limits.max_json_values);
+    let body = parse_seeded(body_text, FORMAT, limits, &budget, BodySeed(budget.seed()))?;
     from_values(&header, &body)
 }
 
@@ -85,38 +88,42 @@ struct IpsFrame {
     symbol: Option<Value>,
 }
 
-impl<'de> Deserialize<'de> for Body {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct BodyVisitor;
-        impl<'de> Visitor<'de> for BodyVisitor {
-            type Value = Body;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an .ips body object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
-                let mut rest = Map::new();
-                let mut threads = Vec::new();
-                let mut last_exception_backtrace = None;
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "threads" => threads = map.next_value()?,
-                        "lastExceptionBacktrace" => {
-                            last_exception_backtrace = Some(map.next_value()?)
-                        }
-                        _ => {
-                            let value: Value = map.next_value()?;
-                            rest.insert(key, value);
-                        }
-                    }
+/// Reads a [`Body`]; the fields kept as `Value`s count against the report's budget.
+struct BodySeed<'b>(ValueSeed<'b>);
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = Body;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Body, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_> {
+    type Value = Body;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an .ips body object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
+        let mut rest = Map::new();
+        let mut threads = Vec::new();
+        let mut last_exception_backtrace = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "threads" => threads = map.next_value()?,
+                "lastExceptionBacktrace" => last_exception_backtrace = Some(map.next_value()?),
+                _ => {
+                    let value = map.next_value_seed(self.0)?;
+                    rest.insert(key, value);
                 }
-                Ok(Body {
-                    rest: Value::Object(rest),
-                    threads,
-                    last_exception_backtrace,
-                })
             }
         }
-        deserializer.deserialize_map(BodyVisitor)
+        Ok(Body {
+            rest: Value::Object(rest),
+            threads,
+            last_exception_backtrace,
+        })
     }
 }
 

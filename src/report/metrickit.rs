@@ -24,7 +24,7 @@ use super::{
 const FORMAT: ReportFormat = ReportFormat::MetricKit;
 
 pub fn parse(input: &str, limits: &ParseLimits) -> Result<Vec<CrashReport>, ParseError> {
-    let root = parse_value(input, FORMAT, limits.max_json_depth)?;
+    let root = parse_value(input, FORMAT, limits)?;
     // A payload, an array of payloads (as apps often batch them), or a bare diagnostic.
     let payloads: Vec<&Value> = match &root {
         Value::Array(items) => items.iter().collect(),

@@ -38,6 +38,10 @@ pub struct ParseLimits {
     /// Crashes one upload may hold (MetricKit payloads): more is refused with
     /// `TooLarge` before any is parsed. A daily payload holds a handful.
     pub max_reports: usize,
+    /// JSON values one report may hold while parsed as `serde_json::Value`s (see
+    /// `json::ValueBudget`); more is refused with `TooLarge`. `.ips` frames are read
+    /// into compact structs and do not count.
+    pub max_json_values: usize,
 }
 
 impl Default for ParseLimits {
@@ -50,6 +54,7 @@ impl Default for ParseLimits {
             max_total_frames: 16_384,
             max_images: 2048,
             max_reports: 64,
+            max_json_values: 250_000,
         }
     }
 }

@@ -360,20 +360,23 @@ fn control_characters_never_reach_the_rendered_text_or_the_signature() {
 #[test]
 fn images_and_frames_are_bounded_per_report() {
     let app = spawn_app();
-    // 100k used images: kept to 2048, and the frame's own image among them.
-    let images: Vec<String> = (0..100_000u64)
-        .map(|i| {
-            format!(
-                r#"{{"base":{},"size":4096,"name":"L{i}"}}"#,
-                0x1000 * (i + 1)
-            )
-        })
-        .collect();
-    let body = ips(&format!(
-        r#"{{"usedImages":[{}],"faultingThread":0,"threads":[{{"frames":[{{"imageIndex":99999,"imageOffset":16}}]}}]}}"#,
-        images.join(",")
-    ));
-    let reply = post_crash(&app, body.as_bytes());
+    // 5000 used images: kept to 2048, and the frame's own image among them.
+    let used_images = |n: u64| {
+        let images: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"base":{},"size":4096,"name":"L{i}"}}"#,
+                    0x1000 * (i + 1)
+                )
+            })
+            .collect();
+        ips(&format!(
+            r#"{{"usedImages":[{}],"faultingThread":0,"threads":[{{"frames":[{{"imageIndex":{},"imageOffset":16}}]}}]}}"#,
+            images.join(","),
+            n - 1
+        ))
+    };
+    let reply = post_crash(&app, used_images(5000).as_bytes());
     assert_eq!(reply.status, 201, "{:?}", reply.body);
     let id = reply.body["id"].as_str().unwrap().to_owned();
     let doc = app.get(&format!("/api/v1/crashes/{id}"), Some(&app.admin_token));
@@ -381,10 +384,13 @@ fn images_and_frames_are_bounded_per_report() {
     let images = doc.body["images"].as_array().unwrap();
     assert_eq!(images.len(), 2048);
     assert!(
-        images.iter().any(|i| i["name"] == "L99999"),
+        images.iter().any(|i| i["name"] == "L4999"),
         "frame's image dropped"
     );
-    assert_eq!(doc.body["threads"][0]["frames"][0]["image"], "L99999");
+    assert_eq!(doc.body["threads"][0]["frames"][0]["image"], "L4999");
+    // The probe's 100k: over the JSON value budget, refused before it is all held.
+    let reply = post_crash(&app, used_images(100_000).as_bytes());
+    assert_eq!(reply.status, 413, "{:?}", reply.body);
 
     // 600 threads of 100 frames (2 MB): the rendered answers stay small.
     let frames = vec![r#"{"imageIndex":0,"imageOffset":16}"#; 100].join(",");
@@ -491,4 +497,37 @@ fn one_large_report_peaks_at_a_small_multiple_of_its_size() {
         "peak RSS grew {grew} bytes for a {} byte report",
         body.len()
     );
+
+    // A Sentry event of 330 threads x 1000 minimal frames (9.9 MB) is parsed as a
+    // Value: refused once it passes the value budget, before it is all held.
+    let frames = vec![r#"{"instruction_addr":"0x1000"}"#; 1000].join(",");
+    let threads: Vec<String> = (0..330)
+        .map(|i| {
+            format!(
+                r#"{{"id":{i},"crashed":{},"stacktrace":{{"frames":[{frames}]}}}}"#,
+                i == 0
+            )
+        })
+        .collect();
+    let event = format!(
+        r#"{{"event_id":"x","level":"fatal","exception":{{"values":[{{"type":"E"}}]}},"threads":{{"values":[{}]}}}}"#,
+        threads.join(",")
+    );
+    let before = peak_rss_bytes(server.child.id());
+    let reply = crate::support::reply(
+        client
+            .post(format!("{}/api/v1/crashes", server.url))
+            .header("Authorization", &format!("Bearer {token}"))
+            .send(event.as_bytes()),
+    );
+    assert_eq!(reply.status, 413, "{:?}", reply.body);
+    assert_eq!(reply.body["error"]["format"], "Sentry event");
+    let grew = peak_rss_bytes(server.child.id()).saturating_sub(before);
+    eprintln!(
+        "a {} byte Sentry event raised peak RSS by {} bytes more",
+        event.len(),
+        grew
+    );
+    // Was 266 MB; the budget bounds the Values at about 250k x 400 bytes.
+    assert!(grew < 12 * event.len() as u64, "peak RSS grew {grew} bytes");
 }
