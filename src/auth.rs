@@ -127,6 +127,20 @@ pub struct TokenInfo {
     pub created_at: String,
 }
 
+/// Who a request's token is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub scope: Scope,
+    pub name: Option<String>,
+}
+
+impl Identity {
+    /// The actor group activity names (DESIGN.md): the token's name, else its scope.
+    pub fn actor(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.scope.as_str())
+    }
+}
+
 /// Hex digits of the hash that name a token in `list` and `revoke`.
 pub const SHORT_ID_LEN: usize = 8;
 
@@ -143,7 +157,7 @@ struct Checked {
     /// Known tokens. An entry is trusted only while its file still exists: every hit
     /// costs one `stat` of it, so a token revoked by another process (the CLI) fails
     /// on the very next request, without re-reading and parsing the file each time.
-    known: HashMap<String, Scope>,
+    known: HashMap<String, Identity>,
     /// Hashes with no token file. Safe to remember for good: a token is random and
     /// shown only when created, so nobody presents it before its file exists, and a
     /// removed token is never re-created. This is what an app still shipping a revoked
@@ -267,6 +281,11 @@ impl TokenStore {
 
     /// The scope of `token`, or `None` when it is unknown or revoked.
     pub fn check(&self, token: &str) -> Option<Scope> {
+        self.identify(token).map(|identity| identity.scope)
+    }
+
+    /// Who `token` is: its scope and name, or `None` when it is unknown or revoked.
+    pub fn identify(&self, token: &str) -> Option<Identity> {
         // Only characters a token can hold reach the file system.
         if token.is_empty()
             || token.len() > 128
@@ -282,31 +301,37 @@ impl TokenStore {
             if checked.unknown.contains(&hash) {
                 return Some(None);
             }
-            checked.known.get(&hash).map(|scope| Some(*scope))
+            checked
+                .known
+                .get(&hash)
+                .map(|identity| Some(identity.clone()))
         });
         match cached {
             Some(None) => return None,
-            Some(Some(scope)) => {
+            Some(Some(identity)) => {
                 if fs::symlink_metadata(&path).is_ok() {
-                    return Some(scope);
+                    return Some(identity);
                 }
                 self.forget(&hash);
                 return None;
             }
             None => {}
         }
-        let Some(scope) = read_record(&path).and_then(|record| {
+        let Some(identity) = read_record(&path).and_then(|record| {
             let same: bool = record.hash.as_bytes().ct_eq(hash.as_bytes()).into();
-            same.then_some(record.scope)
+            same.then_some(Identity {
+                scope: record.scope,
+                name: record.name,
+            })
         }) else {
             self.forget(&hash);
             return None;
         };
         if let Ok(mut checked) = self.checked.lock() {
             // Only known tokens are kept here, so guessing cannot grow the map.
-            checked.known.insert(hash, scope);
+            checked.known.insert(hash, identity.clone());
         }
-        Some(scope)
+        Some(identity)
     }
 
     /// Remembers `hash` as unknown (see [`Checked::unknown`]).
@@ -433,6 +458,7 @@ mod tests {
         let server = TokenStore::open(dir.path()).unwrap();
         let cli = TokenStore::open(dir.path()).unwrap();
         let new = cli.create_named(Scope::Ingest, Some("ios app")).unwrap();
+        assert_eq!(server.identify(&new.token).unwrap().actor(), "ios app");
         assert_eq!(server.check(&new.token), Some(Scope::Ingest));
         assert_eq!(server.check(&new.token), Some(Scope::Ingest));
         // Another process (a second store on the same dir) revokes it.
@@ -467,6 +493,8 @@ mod tests {
         assert_eq!(store.revoke(&b.info.id).unwrap(), b.info);
         assert_eq!(store.check(&b.token), None);
         assert_eq!(store.check(&a.token), Some(Scope::Upload));
+        let unnamed = store.create(Scope::Triage).unwrap();
+        assert_eq!(store.identify(&unnamed.token).unwrap().actor(), "triage");
     }
 
     #[test]
