@@ -234,7 +234,14 @@ fn symbolicate(args: SymbolicateArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let reports = match crate::report::parse(&bytes, &crate::report::ParseLimits::default()) {
+    // Offline, the file is the user's own: no cap on crashes per payload or JSON
+    // values, which bound what one request may cost a server.
+    let limits = crate::report::ParseLimits {
+        max_reports: usize::MAX,
+        max_json_values: usize::MAX,
+        ..crate::report::ParseLimits::default()
+    };
+    let reports = match crate::report::parse(&bytes, &limits) {
         Ok(reports) => reports,
         Err(err) => {
             eprintln!("crashbox: {}: {err}", args.report.display());

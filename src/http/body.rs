@@ -74,7 +74,6 @@ pub async fn spool(request: Request, target: &Path, limit: u64) -> Result<Spoole
     let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
-    // (from_request reads no body: it only checks the boundary.)
     let mut spooled: Option<Spooled> = None;
     let result = read_fields(&mut multipart, target, limit, &mut spooled).await;
     if result.is_err() && spooled.is_some() {

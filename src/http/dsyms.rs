@@ -87,7 +87,7 @@ pub async fn upload(
     let meta = match upload_meta(params, &spooled) {
         Ok(meta) => meta,
         Err(err) => {
-            // Refused before ingest, which would otherwise delete the spooled body.
+            // Ingest deletes the spooled body when done; refused before it, we do.
             let _ = tokio::fs::remove_file(&spooled.path).await;
             return Err(err);
         }
