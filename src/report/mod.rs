@@ -305,9 +305,33 @@ pub fn clean_text(text: &mut String) {
         .collect();
 }
 
+/// Longest identifier-like text kept from a report (bundle id, version, build, OS,
+/// device model, names, exception kind…): these become release names, index keys and
+/// listing entries, like the 256 MiB "release" that once made every debug-file
+/// listing 335 MB.
+pub const MAX_SHORT_TEXT: usize = 1024;
+
+/// Longest free text kept from a report (exception reason, termination reasons,
+/// symbols, paths): long C++ and Swift symbols run to a few KiB.
+pub const MAX_LONG_TEXT: usize = 16 << 10;
+
 /// [`clean_text`] over every text of a report, so that nothing rendered, stored or
-/// hashed into a signature carries a control character from the device.
+/// hashed into a signature carries a control character from the device; and texts cut
+/// to [`MAX_SHORT_TEXT`] or [`MAX_LONG_TEXT`], noted.
 fn clean_report(report: &mut CrashReport) {
+    let mut cut = 0usize;
+    let mut fix = |text: &mut String, max: usize| {
+        clean_text(text);
+        if text.len() > max {
+            let mut at = max;
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            text.truncate(at);
+            text.push('…');
+            cut += 1;
+        }
+    };
     let CrashReport {
         format: _,
         incident_id,
@@ -325,14 +349,12 @@ fn clean_report(report: &mut CrashReport) {
         device_id,
         notes,
     } = report;
-    let mut texts: Vec<&mut String> = Vec::new();
-    texts.extend(incident_id.as_mut());
-    texts.extend(timestamp.as_mut());
-    texts.extend(device_model.as_mut());
-    texts.extend(arch.as_mut());
-    texts.extend(device_id.as_mut());
-    texts.extend(notes.iter_mut());
     for text in [
+        incident_id,
+        timestamp,
+        device_model,
+        arch,
+        device_id,
         &mut app.bundle_id,
         &mut app.name,
         &mut app.version,
@@ -345,9 +367,14 @@ fn clean_report(report: &mut CrashReport) {
         &mut exception.codes,
         &mut exception.subtype,
         &mut exception.name,
-        &mut exception.reason,
-    ] {
-        texts.extend(text.as_mut());
+    ]
+    .into_iter()
+    .flatten()
+    {
+        fix(text, MAX_SHORT_TEXT);
+    }
+    if let Some(reason) = &mut exception.reason {
+        fix(reason, MAX_LONG_TEXT);
     }
     if let Some(t) = termination {
         for text in [
@@ -355,36 +382,48 @@ fn clean_report(report: &mut CrashReport) {
             &mut t.code,
             &mut t.indicator,
             &mut t.by_process,
-        ] {
-            texts.extend(text.as_mut());
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(text, MAX_SHORT_TEXT);
         }
-        texts.extend(t.reasons.iter_mut());
+        for reason in &mut t.reasons {
+            fix(reason, MAX_LONG_TEXT);
+        }
+    }
+    for thread in threads.iter_mut() {
+        for text in [&mut thread.name, &mut thread.queue].into_iter().flatten() {
+            fix(text, MAX_SHORT_TEXT);
+        }
     }
     let frames = threads
         .iter_mut()
-        .flat_map(|t| {
-            texts_of_thread(&mut t.name, &mut t.queue);
-            t.frames.iter_mut()
-        })
+        .flat_map(|t| t.frames.iter_mut())
         .chain(last_exception_backtrace.iter_mut().flatten());
     for frame in frames {
-        frame.symbol.as_mut().map(clean_text);
-        frame.image_name.as_mut().map(clean_text);
-    }
-    for image in images {
-        clean_text(&mut image.name);
-        for text in [&mut image.path, &mut image.debug_id, &mut image.arch] {
-            text.as_mut().map(clean_text);
+        if let Some(symbol) = &mut frame.symbol {
+            fix(symbol, MAX_LONG_TEXT);
+        }
+        if let Some(name) = &mut frame.image_name {
+            fix(name, MAX_SHORT_TEXT);
         }
     }
-    for text in texts {
-        clean_text(text);
+    for image in images {
+        fix(&mut image.name, MAX_SHORT_TEXT);
+        if let Some(path) = &mut image.path {
+            fix(path, MAX_LONG_TEXT);
+        }
+        for text in [&mut image.debug_id, &mut image.arch].into_iter().flatten() {
+            fix(text, MAX_SHORT_TEXT);
+        }
     }
-}
-
-fn texts_of_thread(name: &mut Option<String>, queue: &mut Option<String>) {
-    name.as_mut().map(clean_text);
-    queue.as_mut().map(clean_text);
+    for note in notes.iter_mut() {
+        clean_text(note);
+    }
+    if cut > 0 {
+        notes.push(format!("cut {cut} overlong texts"));
+    }
 }
 
 /// Drops threads and frames past the limits, saying so in the report.

@@ -531,3 +531,29 @@ fn one_large_report_peaks_at_a_small_multiple_of_its_size() {
     // Was 266 MB; the budget bounds the Values at about 250k x 400 bytes.
     assert!(grew < 12 * event.len() as u64, "peak RSS grew {grew} bytes");
 }
+
+#[test]
+fn overlong_report_texts_are_cut_before_they_become_release_names() {
+    let app = spawn_app();
+    let long = "9".repeat(1 << 20);
+    let body = ips(&format!(
+        r#"{{"bundleInfo":{{"CFBundleIdentifier":"com.example.app","CFBundleShortVersionString":"1.0","CFBundleVersion":"{long}"}},"exception":{{"type":"EXC_CRASH","message":"{long}"}},"usedImages":[{{"base":4096,"name":"App"}}],"faultingThread":0,"threads":[{{"frames":[{{"imageIndex":0,"imageOffset":16}}]}}]}}"#
+    ));
+    let reply = post_crash(&app, body.as_bytes());
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let id = reply.body["id"].as_str().unwrap().to_owned();
+    let doc = app.get(&format!("/api/v1/crashes/{id}"), Some(&app.admin_token));
+    assert_eq!(doc.status, 200);
+    let release = doc.body["release"].as_str().unwrap_or_default();
+    assert!(release.len() < 2048, "release of {} bytes", release.len());
+    assert!(
+        release.starts_with("com.example.app 1.0 (999"),
+        "{release:.80}"
+    );
+    let whole = doc.body.to_string();
+    assert!(
+        whole.len() < 64 << 10,
+        "crash JSON of {} bytes",
+        whole.len()
+    );
+}
