@@ -1,16 +1,17 @@
-//! The command line: `crashbox serve`, `token create`, `upload-dsyms`, `send-crash`,
+//! The command line: `crashbox serve`, `token create|list|revoke`, `upload-dsyms`, `send-crash`,
 //! `symbolicate`. Each command
 //! parses its flags (with `CRASHBOX_*` environment twins) and calls into the library.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Scope, TokenStore};
 use crate::client::{Client, ClientError};
-use crate::config::{parse_byte_size, Config};
+use crate::config::{parse_byte_size, parse_duration, Config, ConnectionLimits};
 use crate::debug_files::IngestLimits;
 use crate::telemetry::{self, LogFormat};
 
@@ -112,7 +113,8 @@ struct ServeArgs {
     /// Largest total a zip may expand to.
     #[arg(long, env = "CRASHBOX_MAX_ZIP_UNCOMPRESSED_SIZE", default_value = "8GiB", value_parser = parse_byte_size)]
     max_zip_uncompressed_size: u64,
-    /// Largest expansion ratio of one zip entry over 1 MiB.
+    /// Largest expansion ratio of a whole zip and of one entry over 1 MiB (any zip may
+    /// expand to 16 MiB).
     #[arg(long, env = "CRASHBOX_MAX_ZIP_RATIO", default_value_t = 200)]
     max_zip_ratio: u64,
     /// How many uploads convert debug files at once (default: number of cores).
@@ -133,6 +135,24 @@ struct ServeArgs {
     /// Memory for open SymCaches shared by all requests (e.g. 1GiB).
     #[arg(long, env = "CRASHBOX_SYMCACHE_CACHE_SIZE", default_value = "1GiB", value_parser = parse_byte_size)]
     symcache_cache_size: u64,
+    /// Time a client has to send a request's headers (e.g. 10s, 500ms); it also bounds
+    /// how long a connection may wait for its next request.
+    #[arg(long, env = "CRASHBOX_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// A kept-alive connection with no new request this long after its last answer is
+    /// closed.
+    #[arg(long, env = "CRASHBOX_IDLE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Slowest request body accepted, in bytes per second after --body-grace (408
+    /// below it); 0 turns the check off.
+    #[arg(long, env = "CRASHBOX_MIN_BODY_RATE", default_value = "4KiB", value_parser = parse_byte_size)]
+    min_body_rate: u64,
+    /// Time a request body may take before --min-body-rate applies.
+    #[arg(long, env = "CRASHBOX_BODY_GRACE", default_value = "10s", value_parser = parse_duration)]
+    body_grace: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "CRASHBOX_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,9 +161,26 @@ enum TokenCommand {
     Create {
         #[arg(long, env = "CRASHBOX_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
-        /// ingest (send crashes; safe in an app), upload (debug files), read, admin.
+        /// ingest (send crashes; safe in an app), upload (debug files), read, triage
+        /// (read and change groups), admin.
         #[arg(long)]
         scope: Scope,
+        /// Who the token is for (e.g. "ios-ci"): shown by `token list` and in activity.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens: short id, scope, name, creation time. Never the secrets.
+    List {
+        #[arg(long, env = "CRASHBOX_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Revoke a token by its short id (from `token list`) or its name. A running
+    /// server refuses it from its next request on.
+    Revoke {
+        #[arg(long, env = "CRASHBOX_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// The token's short id or name.
+        id: String,
     },
 }
 
@@ -172,8 +209,19 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token {
-            command: TokenCommand::Create { data_dir, scope },
-        } => token_create(data_dir, scope),
+            command:
+                TokenCommand::Create {
+                    data_dir,
+                    scope,
+                    name,
+                },
+        } => token_create(data_dir, scope, name.as_deref()),
+        Command::Token {
+            command: TokenCommand::List { data_dir },
+        } => token_list(data_dir),
+        Command::Token {
+            command: TokenCommand::Revoke { data_dir, id },
+        } => token_revoke(data_dir, &id),
         Command::UploadDsyms(args) => upload_dsyms(args),
         Command::SendCrash(args) => send_crash(args),
         Command::Symbolicate(args) => symbolicate(args),
@@ -216,7 +264,14 @@ fn symbolicate(args: SymbolicateArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let reports = match crate::report::parse(&bytes, &crate::report::ParseLimits::default()) {
+    // Offline, the file is the user's own: no cap on crashes per payload or JSON
+    // values, which bound what one request may cost a server.
+    let limits = crate::report::ParseLimits {
+        max_reports: usize::MAX,
+        max_json_values: usize::MAX,
+        ..crate::report::ParseLimits::default()
+    };
+    let reports = match crate::report::parse(&bytes, &limits) {
         Ok(reports) => reports,
         Err(err) => {
             eprintln!("crashbox: {}: {err}", args.report.display());
@@ -280,6 +335,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.max_crash_frames = args.max_crash_frames.max(1);
     config.retention_days = args.retention_days;
     config.symcache_cache_bytes = usize::try_from(args.symcache_cache_size).unwrap_or(usize::MAX);
+    config.connections = ConnectionLimits {
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        min_body_rate: args.min_body_rate,
+        body_grace: args.body_grace,
+        max_connections: args.max_connections.max(1),
+    };
     if let Some(workers) = args.conversion_workers {
         config.conversion_workers = workers.max(1);
     }
@@ -310,11 +372,51 @@ fn default_cache_dir() -> Option<PathBuf> {
         .map(|base| base.join("crashbox"))
 }
 
-fn token_create(data_dir: PathBuf, scope: Scope) -> ExitCode {
-    let created = TokenStore::open(&data_dir).and_then(|tokens| tokens.create(scope));
+fn token_create(data_dir: PathBuf, scope: Scope, name: Option<&str>) -> ExitCode {
+    let created = TokenStore::open(&data_dir).and_then(|tokens| tokens.create_named(scope, name));
     match created {
         Ok(token) => {
             println!("created {} token: {}", token.scope, token.token);
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("crashbox: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token_list(data_dir: PathBuf) -> ExitCode {
+    match TokenStore::open(&data_dir).and_then(|tokens| tokens.list()) {
+        Ok(tokens) => {
+            println!("{:<8}  {:<6}  {:<25}  NAME", "ID", "SCOPE", "CREATED");
+            for token in tokens {
+                println!(
+                    "{:<8}  {:<6}  {:<25}  {}",
+                    token.id,
+                    token.scope,
+                    token.created_at,
+                    token.name.as_deref().unwrap_or("-")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("crashbox: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token_revoke(data_dir: PathBuf, which: &str) -> ExitCode {
+    match TokenStore::open(&data_dir).and_then(|tokens| tokens.revoke(which)) {
+        Ok(token) => {
+            println!(
+                "revoked {} token {}{}",
+                token.scope,
+                token.id,
+                token.name.map(|n| format!(" ({n})")).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Err(err) => {

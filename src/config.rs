@@ -3,13 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::debug_files::IngestLimits;
 
 /// Everything `crashbox serve` needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The sled store, tokens and the first admin token live here.
+    /// The SQLite store, tokens, the secret and the first admin token live here.
     pub data_dir: PathBuf,
     /// Debug files and their SymCaches live here; see `dsyms/README.md`.
     pub dsyms_dir: PathBuf,
@@ -32,6 +33,40 @@ pub struct Config {
     pub retention_days: u32,
     /// Bytes of open SymCaches kept in memory across requests.
     pub symcache_cache_bytes: usize,
+    /// What one connection may cost: see [`ConnectionLimits`].
+    pub connections: ConnectionLimits,
+}
+
+/// Bounds on connections, so slow or idle clients cannot hold the server's sockets,
+/// tasks and temp files. docs/security.md lists them with the attacks they stop.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A request's headers must arrive within this time from when the server starts
+    /// waiting for them (slowloris). hyper's timer: it also runs while a kept-alive
+    /// connection waits for its next request, so it bounds idle time too.
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection with no request since its last answer is closed after
+    /// this (at most `header_read_timeout`, whose timer runs meanwhile as well).
+    pub idle_timeout: Duration,
+    /// Request bodies must arrive at this many bytes per second on average, after
+    /// `body_grace`; a slower body is answered 408. 0 turns the check off.
+    pub min_body_rate: u64,
+    /// Time a body may take before `min_body_rate` applies (a slow start, a stall).
+    pub body_grace: Duration,
+    /// Connections served at once; past it new ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            min_body_rate: 4 << 10,
+            body_grace: Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
 }
 
 impl Default for Config {
@@ -50,6 +85,7 @@ impl Default for Config {
             max_crash_frames: 512,
             retention_days: 90,
             symcache_cache_bytes: 1 << 30,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -91,9 +127,46 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// Parses a duration: a number of seconds, or a number with `ms`, `s`, `m` or `h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 10s or 500ms"))?;
+    let millis = match unit.trim().to_ascii_lowercase().as_str() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        other => return Err(format!("unknown duration unit `{other}` in `{text}`")),
+    };
+    number
+        .checked_mul(millis)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_with_and_without_units() {
+        for (text, want) in [
+            ("10", Some(Duration::from_secs(10))),
+            ("10s", Some(Duration::from_secs(10))),
+            ("500ms", Some(Duration::from_millis(500))),
+            ("2m", Some(Duration::from_secs(120))),
+            ("x", None),
+            ("1 week", None),
+        ] {
+            assert_eq!(parse_duration(text).ok(), want, "{text}");
+        }
+    }
 
     #[test]
     fn byte_sizes_parse_with_and_without_units() {

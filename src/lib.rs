@@ -17,6 +17,7 @@
 //! - [`app`]: the façade the HTTP handlers call; `Clone` over `Arc`s.
 //! - [`http`]: the router, thin handlers and the one error-to-status map.
 //! - [`metrics`]: Prometheus counters and histograms.
+//! - [`release`]: checks release names clients send before anything keeps them.
 //! - [`client`]: the HTTP client behind `upload-dsyms` and `send-crash`.
 //! - [`server`]: binds, serves and shuts down gracefully.
 
@@ -29,6 +30,7 @@ pub mod debug_files;
 pub mod http;
 pub mod intake;
 pub mod metrics;
+pub mod release;
 pub mod render;
 pub mod report;
 pub mod scrub;

@@ -3,12 +3,19 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::app::{App, StartError};
 use crate::auth::Scope;
 use crate::config::Config;
+use crate::http::limits::IdleTimeout;
 use crate::util;
 
 /// Opens the app for `config`, creating the first admin token when the data dir has
@@ -39,6 +46,13 @@ pub fn prepare(config: Config) -> Result<App, StartError> {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains in-flight requests
 /// and flushes the store.
+///
+/// Our own accept loop rather than `axum::serve`, which exposes none of hyper's
+/// builder options: hyper's `header_read_timeout` needs a timer set on the builder.
+/// The loop adds what `ConnectionLimits` asks: a cap on connections served at once (a
+/// semaphore taken before `accept`, so the excess waits in the kernel's backlog rather
+/// than in our memory), the header timeout, and the idle keep-alive timeout
+/// (`http::limits::IdleTimeout`). Graceful shutdown is hyper-util's.
 pub async fn run(
     listener: TcpListener,
     app: App,
@@ -46,10 +60,52 @@ pub async fn run(
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "crashbox listening on http://{addr}");
+    let limits = app.config().connections;
     let router = crate::http::router(app.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors or a connection reset before accept:
+                    // wait a little rather than spin, as axum::serve does.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
+        let service = TowerToHyperService::new(router.clone());
+        // No upgrades: crashbox serves no WebSocket or CONNECT route.
+        let connection = builder.serve_connection(io, service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // Timeouts and resets end connections here; they are the client's doing.
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "connection closed");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
     tracing::info!("shutting down: flushing the store");
     app.shutdown().map_err(io::Error::other)?;
     Ok(())

@@ -218,7 +218,8 @@ pub struct UploadMeta {
 pub struct IngestLimits {
     /// Sum of the uncompressed sizes of a zip's entries.
     pub max_uncompressed_bytes: u64,
-    /// Largest uncompressed/compressed ratio of one zip entry over 1 MiB.
+    /// Largest uncompressed/compressed ratio of a whole zip (small entries included)
+    /// and of one entry over 1 MiB; any zip may still expand to 16 MiB.
     pub max_compression_ratio: u64,
     /// Most entries in one zip.
     pub max_zip_entries: usize,

@@ -15,9 +15,23 @@ use super::{FileError, IngestError, IngestLimits, Skipped};
 /// How many leading bytes decide whether a zip entry is an object file.
 const SNIFF_LEN: usize = 4096;
 
-/// Entries under this size are exempt from the ratio check: small Mach-O files are
-/// mostly zero padding and compress far better than any real bomb needs to.
+/// Entries under this size are exempt from the per-entry ratio check: small Mach-O
+/// files are mostly zero padding and compress far better than any real bomb needs to.
+/// The whole-archive check below still counts them.
 const RATIO_EXEMPT_BYTES: u64 = 1 << 20;
+
+/// What any zip may expand to whatever its ratio: small uploads of padded objects may
+/// compress very well, and staging this much is harmless.
+const RATIO_FLOOR_BYTES: u64 = 16 << 20;
+
+/// Most bytes a zip of `compressed` bytes may expand to: the ratio limit over the
+/// whole archive, so many small entries cannot add up to a bomb.
+fn expansion_allowance(compressed: u64, limits: &IngestLimits) -> u64 {
+    compressed
+        .saturating_mul(limits.max_compression_ratio)
+        .max(RATIO_FLOOR_BYTES)
+        .min(limits.max_uncompressed_bytes)
+}
 
 /// A file that holds one or more objects, ready to be parsed.
 pub struct Source {
@@ -100,6 +114,8 @@ fn is_safe_entry_name(name: &str) -> bool {
 
 fn walk_zip(upload: &Path, staging: &Path, limits: &IngestLimits) -> Result<Walked, IngestError> {
     let file = File::open(upload)?;
+    let compressed = file.metadata()?.len();
+    let allowance = expansion_allowance(compressed, limits);
     let mut zip = zip::ZipArchive::new(file).map_err(|e| IngestError::InvalidZip(e.to_string()))?;
     if zip.len() > limits.max_zip_entries {
         return Err(IngestError::TooLarge(format!(
@@ -129,6 +145,15 @@ fn walk_zip(upload: &Path, staging: &Path, limits: &IngestLimits) -> Result<Walk
                 limits.max_uncompressed_bytes
             )));
         }
+        // Every entry counts, however small: 400 zero-filled 1 MiB entries once
+        // staged 416 MB from a 482 KB upload.
+        if total > allowance {
+            return Err(IngestError::TooLarge(format!(
+                "the entries declare more than {allowance} bytes, {}x the {compressed}-byte upload (limit {}x)",
+                allowance / compressed.max(1),
+                limits.max_compression_ratio
+            )));
+        }
         if entry.size() > RATIO_EXEMPT_BYTES
             && entry.size() / entry.compressed_size().max(1) > limits.max_compression_ratio
         {
@@ -141,6 +166,7 @@ fn walk_zip(upload: &Path, staging: &Path, limits: &IngestLimits) -> Result<Walk
     }
 
     // Phase two: entry by entry, extracting only what sniffs like an object.
+    let mut staged: u64 = 0;
     let mut walked = Walked {
         sources: Vec::new(),
         skipped: Vec::new(),
@@ -190,7 +216,16 @@ fn walk_zip(upload: &Path, staging: &Path, limits: &IngestLimits) -> Result<Walk
                     "entry `{path}` holds more than the {declared} bytes it declares"
                 )));
             }
-            Ok(_) => {
+            Ok(written) => {
+                // Counted as it streams too, though each entry is held to its
+                // declared size and the declared sizes were checked above: what one
+                // upload stages stays within its allowance even if those checks change.
+                staged = staged.saturating_add(written);
+                if staged > allowance {
+                    return Err(IngestError::TooLarge(format!(
+                        "the upload expands beyond {allowance} bytes"
+                    )));
+                }
                 let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
                 walked.sources.push(Source {
                     file: target,
@@ -221,6 +256,17 @@ fn extract(head: &[u8], rest: &mut impl Read, target: &Path) -> io::Result<u64> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allowance_scales_with_the_upload_within_floor_and_total() {
+        let limits = IngestLimits::default();
+        assert_eq!(expansion_allowance(1000, &limits), RATIO_FLOOR_BYTES);
+        assert_eq!(expansion_allowance(1 << 20, &limits), 200 << 20);
+        assert_eq!(
+            expansion_allowance(1 << 30, &limits),
+            limits.max_uncompressed_bytes
+        );
+    }
 
     #[test]
     fn entry_names_that_escape_are_rejected() {

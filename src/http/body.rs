@@ -40,7 +40,13 @@ pub async fn read_limited(headers: &HeaderMap, body: Body, limit: u64) -> Result
     check_declared_length(headers, limit)?;
     axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
         .await
-        .map_err(|_| ApiError::body_too_large(limit))
+        .map_err(|e| {
+            if super::limits::is_too_slow(&e) {
+                ApiError::body_too_slow(e)
+            } else {
+                ApiError::body_too_large(limit)
+            }
+        })
 }
 
 /// Writes the body of `request` (raw or multipart field `file`) to `target`.
@@ -69,33 +75,12 @@ pub async fn spool(request: Request, target: &Path, limit: u64) -> Result<Spoole
         .await
         .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
     let mut spooled: Option<Spooled> = None;
-    let mut release = None;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?
-    {
-        match field.name() {
-            Some("file") if spooled.is_none() => {
-                let file_name = field.file_name().map(str::to_owned);
-                let bytes = write_stream(field, target, limit).await?;
-                spooled = Some(Spooled {
-                    path: target.to_owned(),
-                    bytes,
-                    file_name,
-                    release: None,
-                });
-            }
-            Some("release") => {
-                let text = field
-                    .text()
-                    .await
-                    .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
-                release = Some(text);
-            }
-            _ => {}
-        }
+    let result = read_fields(&mut multipart, target, limit, &mut spooled).await;
+    if result.is_err() && spooled.is_some() {
+        // The file field made it to disk before a later field was refused.
+        let _ = tokio::fs::remove_file(target).await;
     }
+    let release = result?;
     let mut spooled = spooled.ok_or_else(|| {
         ApiError::bad_request("invalid_multipart", "multipart upload has no `file` field")
     })?;
@@ -103,10 +88,98 @@ pub async fn spool(request: Request, target: &Path, limit: u64) -> Result<Spoole
     Ok(spooled)
 }
 
+/// Largest multipart text field (`release`), in bytes: a release name is well under
+/// 256 bytes, and the field is kept in memory and in the debug-file index.
+pub const MAX_TEXT_FIELD_BYTES: usize = 1024;
+
+/// Most bytes of fields crashbox does not use (unknown names, a second `file`), read
+/// and dropped; past it the upload is refused rather than streamed for nothing.
+pub const MAX_IGNORED_FIELD_BYTES: u64 = 64 << 10;
+
+/// Most fields in one multipart upload.
+pub const MAX_FIELDS: usize = 16;
+
+/// Reads every field: `file` to `target`, `release` (bounded) into memory, the rest
+/// dropped within [`MAX_IGNORED_FIELD_BYTES`]. Returns the release.
+async fn read_fields(
+    multipart: &mut Multipart,
+    target: &Path,
+    limit: u64,
+    spooled: &mut Option<Spooled>,
+) -> Result<Option<String>, ApiError> {
+    let invalid = |e: axum::extract::multipart::MultipartError| {
+        if super::limits::is_too_slow(&e) {
+            ApiError::body_too_slow(e)
+        } else {
+            ApiError::bad_request("invalid_multipart", e.body_text())
+        }
+    };
+    let mut release = None;
+    let mut fields = 0;
+    let mut ignored: u64 = 0;
+    while let Some(mut field) = multipart.next_field().await.map_err(invalid)? {
+        fields += 1;
+        if fields > MAX_FIELDS {
+            return Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_fields",
+                format!("a multipart upload has at most {MAX_FIELDS} fields"),
+            ));
+        }
+        match field.name() {
+            Some("file") if spooled.is_none() => {
+                let file_name = field.file_name().map(str::to_owned);
+                let bytes = write_stream(field, target, limit).await?;
+                *spooled = Some(Spooled {
+                    path: target.to_owned(),
+                    bytes,
+                    file_name,
+                    release: None,
+                });
+            }
+            Some("release") => {
+                // Chunk by chunk, so a 256 MiB field costs at most the cap in memory.
+                let mut text = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(invalid)? {
+                    if text.len() + chunk.len() > MAX_TEXT_FIELD_BYTES {
+                        return Err(ApiError::new(
+                            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                            "field_too_large",
+                            format!(
+                                "the multipart field `release` exceeds {MAX_TEXT_FIELD_BYTES} bytes"
+                            ),
+                        ));
+                    }
+                    text.extend_from_slice(&chunk);
+                }
+                let text = String::from_utf8(text).map_err(|_| {
+                    ApiError::bad_request("invalid_release", "the `release` field is not UTF-8")
+                })?;
+                release = Some(text);
+            }
+            _ => {
+                while let Some(chunk) = field.chunk().await.map_err(invalid)? {
+                    ignored += chunk.len() as u64;
+                    if ignored > MAX_IGNORED_FIELD_BYTES {
+                        return Err(ApiError::new(
+                            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                            "field_too_large",
+                            format!(
+                                "multipart fields other than `file` and `release` exceed {MAX_IGNORED_FIELD_BYTES} bytes"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(release)
+}
+
 async fn write_stream<S, E>(stream: S, target: &Path, limit: u64) -> Result<u64, ApiError>
 where
     S: Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     let result = write_stream_inner(stream, target, limit).await;
     if result.is_err() {
@@ -118,7 +191,7 @@ where
 async fn write_stream_inner<S, E>(mut stream: S, target: &Path, limit: u64) -> Result<u64, ApiError>
 where
     S: Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     let file = tokio::fs::File::create(target)
         .await
@@ -127,7 +200,11 @@ where
     let mut written: u64 = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::bad_request("body_read_failed", format!("reading the body failed: {e}"))
+            if super::limits::is_too_slow(&e) {
+                ApiError::body_too_slow(e)
+            } else {
+                ApiError::bad_request("body_read_failed", format!("reading the body failed: {e}"))
+            }
         })?;
         written += chunk.len() as u64;
         if written > limit {

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{authorize, body, ApiError};
+use super::{authorize, authorize_any, body, ApiError};
 use crate::app::App;
 use crate::auth::Scope;
 use crate::debug_files::{DebugFile, FileError, IngestStatus, Skipped, UploadMeta};
@@ -84,12 +84,13 @@ pub async fn upload(
     let limit = app.config().max_dsym_upload_bytes;
     let spooled = body::spool(request, &app.new_upload_path(), limit).await?;
     app.metrics().dsym_upload_bytes.inc_by(spooled.bytes);
-    let meta = UploadMeta {
-        release: params
-            .release
-            .or(spooled.release)
-            .filter(|r| !r.trim().is_empty()),
-        name: params.name.or(spooled.file_name),
+    let meta = match upload_meta(params, &spooled) {
+        Ok(meta) => meta,
+        Err(err) => {
+            // Ingest deletes the spooled body when done; refused before it, we do.
+            let _ = tokio::fs::remove_file(&spooled.path).await;
+            return Err(err);
+        }
     };
     let report = app.ingest_debug_files(spooled.path, meta).await?;
     let created = report
@@ -113,6 +114,32 @@ pub async fn upload(
     Ok((status, Json(response)).into_response())
 }
 
+/// Longest file name an upload may give, in bytes: it is kept in the index.
+const MAX_NAME_LEN: usize = 1024;
+
+/// The release and name of an upload, from the query or the multipart fields, checked
+/// before the index keeps them.
+fn upload_meta(params: UploadParams, spooled: &body::Spooled) -> Result<UploadMeta, ApiError> {
+    let release = match params.release.or_else(|| spooled.release.clone()) {
+        Some(r) if !r.trim().is_empty() => Some(
+            crate::release::validate(&r)
+                .map_err(|m| ApiError::bad_request("invalid_release", m))?
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    let name = params.name.or_else(|| spooled.file_name.clone());
+    if let Some(name) = &name {
+        if name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_name",
+                format!("a file name is at most {MAX_NAME_LEN} printable bytes"),
+            ));
+        }
+    }
+    Ok(UploadMeta { release, name })
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
     release: Option<String>,
@@ -126,7 +153,7 @@ pub async fn list(
     Query(params): Query<ListParams>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&app, &headers, Scope::Read)?;
+    authorize_any(&app, &headers, &[Scope::Read, Scope::Upload])?;
     if params.missing == Some(true) {
         let missing: Vec<_> = app
             .missing_debug_files()
@@ -164,7 +191,7 @@ pub async fn get(
     Path(debug_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&app, &headers, Scope::Read)?;
+    authorize_any(&app, &headers, &[Scope::Read, Scope::Upload])?;
     let parsed: symbolic::common::DebugId = debug_id.parse().map_err(|_| {
         ApiError::bad_request(
             "invalid_debug_id",

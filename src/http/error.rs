@@ -47,6 +47,15 @@ impl ApiError {
         )
     }
 
+    /// A request body that fell below the minimum rate (`http::limits::MinRate`).
+    pub fn body_too_slow(err: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_too_slow",
+            err.to_string(),
+        )
+    }
+
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
         Self::new(
@@ -77,7 +86,10 @@ impl IntoResponse for ApiError {
         // dead socket; saying so up front keeps keep-alive clients honest.
         if matches!(
             self.status,
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::PAYLOAD_TOO_LARGE
+            StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::REQUEST_TIMEOUT
         ) {
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,

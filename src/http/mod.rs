@@ -6,6 +6,7 @@ mod body;
 mod crashes;
 mod dsyms;
 mod error;
+pub mod limits;
 mod ops;
 
 use std::time::Instant;
@@ -17,7 +18,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::app::App;
+use crate::app::{App, Denied};
 use crate::auth::Scope;
 
 pub use error::ApiError;
@@ -48,6 +49,10 @@ pub fn router(app: App) -> Router {
         )
         .route("/api/v1/crashes/{id}/apple", get(crashes::get_apple))
         .fallback(ops::not_found)
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            limits::min_body_rate,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
 }
@@ -85,12 +90,35 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
 
 /// Checks the bearer token against the scope a route needs.
 pub(crate) fn authorize(app: &App, headers: &HeaderMap, need: Scope) -> Result<Scope, ApiError> {
-    let token = headers
+    Ok(app.authorize(bearer(headers), need)?)
+}
+
+/// Checks the bearer token against a route that any of `needs` may use: the
+/// debug-file list, which `read` browses and `upload` (CI) may check, while `upload`
+/// reads nothing else.
+pub(crate) fn authorize_any(
+    app: &App,
+    headers: &HeaderMap,
+    needs: &[Scope],
+) -> Result<Scope, ApiError> {
+    let mut denied = None;
+    for &need in needs {
+        match app.authorize(bearer(headers), need) {
+            Ok(scope) => return Ok(scope),
+            // A missing or unknown token fails every scope alike.
+            Err(err @ (Denied::Missing | Denied::Unknown)) => return Err(err.into()),
+            Err(err) => denied = denied.or(Some(err)),
+        }
+    }
+    Err(denied.unwrap_or(Denied::Missing).into())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, rest) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        });
-    Ok(app.authorize(token, need)?)
+        })
 }

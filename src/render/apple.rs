@@ -121,7 +121,26 @@ pub fn apple_text(report: &CrashReport, crash: &SymbolicatedCrash) -> String {
             image.path.as_deref().unwrap_or(&image.name),
         );
     }
-    out
+    without_control_chars(out)
+}
+
+/// The report's own line breaks and tabs stay; any other control character (from a
+/// debug file's symbol names, or a record stored before parse-time cleaning) becomes
+/// U+FFFD, so a terminal or a log viewer shows the text as it is.
+fn without_control_chars(text: String) -> String {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return text;
+    }
+    text.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c,
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect()
 }
 
 fn code_type(arch: &str) -> &str {

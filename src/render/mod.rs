@@ -50,9 +50,13 @@ pub fn signature(report: &CrashReport, crash: &SymbolicatedCrash) -> String {
     } else {
         in_app
     };
-    if names.is_empty() {
+    let mut signature = if names.is_empty() {
         exception
     } else {
         format!("{exception} | {}", names.join(" | "))
-    }
+    };
+    // Report fields are cleaned at parse time; function names come from debug files,
+    // which a client uploads too, and from records stored before that cleaning.
+    crate::report::clean_text(&mut signature);
+    signature
 }

@@ -25,7 +25,7 @@ const FORMAT: ReportFormat = ReportFormat::Crashbox;
 pub const VERSION: u64 = 1;
 
 pub fn parse(text_in: &str, limits: &ParseLimits) -> Result<CrashReport, ParseError> {
-    let doc = parse_value(text_in, FORMAT, limits.max_json_depth)?;
+    let doc = parse_value(text_in, FORMAT, limits)?;
     match doc.get("crashbox").and_then(Value::as_u64) {
         Some(VERSION) => {}
         Some(other) => {

@@ -6,9 +6,12 @@
 //! every format. An older `.ips` whose body is legacy text goes to the `.crash` parser
 //! (see `apple_crash::parse`), which reads the header too.
 
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::{Map, Value};
 
-use super::json::{address, address_at, array, parse_value, text};
+use super::json::{
+    address, address_at, array, as_text, parse_seeded, parse_value, text, ValueBudget, ValueSeed,
+};
 use super::{
     apple, CrashReport, ExceptionInfo, Image, ParseError, ParseErrorKind, ParseLimits, RawFrame,
     ReportFormat, Termination, Thread,
@@ -24,7 +27,7 @@ pub fn split_header<'a>(
     limits: &ParseLimits,
 ) -> Result<(Value, &'a str), ParseError> {
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
-    let header = parse_value(first, format, limits.max_json_depth)?;
+    let header = parse_value(first, format, limits)?;
     if !header.is_object() {
         return Err(ParseError::new(
             Some(format),
@@ -37,18 +40,99 @@ pub fn split_header<'a>(
 
 pub fn parse(text: &str, limits: &ParseLimits) -> Result<CrashReport, ParseError> {
     let (header, body_text) = split_header(text, FORMAT, limits)?;
-    let body = parse_value(body_text, FORMAT, limits.max_json_depth)?;
-    if !body.is_object() {
+    if !body_text.trim_start().starts_with('{') {
         return Err(invalid("the body is not a JSON object"));
     }
+    let budget = ValueBudget::new(limits.max_json_values);
+    let body = parse_seeded(body_text, FORMAT, limits, &budget, BodySeed(budget.seed()))?;
     from_values(&header, &body)
+}
+
+/// An `.ips` body: threads and the exception backtrace in compact structs, the rest
+/// (a few hundred small fields) as a `Value`. As `Value`s every frame was a BTreeMap
+/// of about 800 bytes: a 10 MB report of 300k frames peaked at 285 MB of RSS.
+struct Body {
+    rest: Value,
+    threads: Vec<IpsThread>,
+    last_exception_backtrace: Option<Vec<IpsFrame>>,
+}
+
+impl std::ops::Deref for Body {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.rest
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct IpsThread {
+    #[serde(default)]
+    frames: Vec<IpsFrame>,
+    #[serde(default)]
+    triggered: Option<Value>,
+    #[serde(default)]
+    name: Option<Value>,
+    #[serde(default)]
+    queue: Option<Value>,
+}
+
+/// One frame; fields other than these (symbolLocation, sourceFile…) are skipped
+/// without being kept.
+#[derive(serde::Deserialize)]
+struct IpsFrame {
+    #[serde(default, rename = "imageIndex")]
+    image_index: Option<Value>,
+    #[serde(default, rename = "imageOffset")]
+    image_offset: Option<Value>,
+    #[serde(default)]
+    symbol: Option<Value>,
+}
+
+/// Reads a [`Body`]; the fields kept as `Value`s count against the report's budget.
+struct BodySeed<'b>(ValueSeed<'b>);
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = Body;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Body, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_> {
+    type Value = Body;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an .ips body object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
+        let mut rest = Map::new();
+        let mut threads = Vec::new();
+        let mut last_exception_backtrace = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "threads" => threads = map.next_value()?,
+                "lastExceptionBacktrace" => last_exception_backtrace = Some(map.next_value()?),
+                _ => {
+                    let value = map.next_value_seed(self.0)?;
+                    rest.insert(key, value);
+                }
+            }
+        }
+        Ok(Body {
+            rest: Value::Object(rest),
+            threads,
+            last_exception_backtrace,
+        })
+    }
 }
 
 fn invalid(message: impl Into<String>) -> ParseError {
     ParseError::new(Some(FORMAT), ParseErrorKind::Invalid, message)
 }
 
-fn from_values(header: &Value, body: &Value) -> Result<CrashReport, ParseError> {
+fn from_values(header: &Value, ips: &Body) -> Result<CrashReport, ParseError> {
+    let body: &Value = ips;
     let mut report = CrashReport::new(FORMAT);
     report.incident_id = text(body, "incident").or_else(|| text(header, "incident_id"));
     report.timestamp = text(body, "captureTime")
@@ -128,15 +212,15 @@ fn from_values(header: &Value, body: &Value) -> Result<CrashReport, ParseError> 
 
     let image_names = used_images_names(used_images);
     let faulting = body.get("faultingThread").and_then(Value::as_u64);
-    for (position, raw) in array(body, "threads").iter().enumerate() {
-        let crashed = raw.get("triggered").and_then(Value::as_bool) == Some(true)
+    for (position, raw) in ips.threads.iter().enumerate() {
+        let crashed = raw.triggered.as_ref().and_then(Value::as_bool) == Some(true)
             || faulting == Some(position as u64);
-        let frames = frames(array(raw, "frames"), &image_bases, &image_names)
+        let frames = frames(&raw.frames, &image_bases, &image_names)
             .map_err(|e| invalid(format!("threads[{position}]: {e}")))?;
         report.threads.push(Thread {
             index: position,
-            name: text(raw, "name"),
-            queue: text(raw, "queue"),
+            name: as_text(raw.name.as_ref()),
+            queue: as_text(raw.queue.as_ref()),
             crashed,
             frames,
         });
@@ -149,7 +233,7 @@ fn from_values(header: &Value, body: &Value) -> Result<CrashReport, ParseError> 
         report.threads[crashed].crashed = true;
     }
 
-    if let Some(backtrace) = body.get("lastExceptionBacktrace").and_then(Value::as_array) {
+    if let Some(backtrace) = &ips.last_exception_backtrace {
         let frames = frames(backtrace, &image_bases, &image_names)
             .map_err(|e| invalid(format!("lastExceptionBacktrace: {e}")))?;
         report.last_exception_backtrace = Some(frames);
@@ -167,16 +251,20 @@ fn same_path(a: &str, b: &str) -> bool {
 }
 
 fn frames(
-    raw_frames: &[Value],
+    raw_frames: &[IpsFrame],
     image_bases: &[u64],
     image_names: &[Option<String>],
 ) -> Result<Vec<RawFrame>, String> {
     let mut out = Vec::with_capacity(raw_frames.len());
     for (i, raw) in raw_frames.iter().enumerate() {
-        let offset = address_at(raw, "imageOffset")
+        let offset = raw
+            .image_offset
+            .as_ref()
+            .and_then(address)
             .ok_or_else(|| format!("frame {i} has no imageOffset"))?;
         let image_index = raw
-            .get("imageIndex")
+            .image_index
+            .as_ref()
             .and_then(address)
             .ok_or_else(|| format!("frame {i} has no imageIndex"))?;
         let base = usize::try_from(image_index)
@@ -190,7 +278,7 @@ fn frames(
             })?;
         out.push(RawFrame {
             instruction_addr: base.wrapping_add(offset),
-            symbol: text(raw, "symbol"),
+            symbol: as_text(raw.symbol.as_ref()),
             image_name: image_names.get(image_index as usize).cloned().flatten(),
         });
     }

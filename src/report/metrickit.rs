@@ -24,12 +24,34 @@ use super::{
 const FORMAT: ReportFormat = ReportFormat::MetricKit;
 
 pub fn parse(input: &str, limits: &ParseLimits) -> Result<Vec<CrashReport>, ParseError> {
-    let root = parse_value(input, FORMAT, limits.max_json_depth)?;
+    let root = parse_value(input, FORMAT, limits)?;
     // A payload, an array of payloads (as apps often batch them), or a bare diagnostic.
     let payloads: Vec<&Value> = match &root {
         Value::Array(items) => items.iter().collect(),
         other => vec![other],
     };
+    // Counted before any is parsed: 10 MiB of minimal diagnostics once made 139,809
+    // crashes from one request. `report::finish` enforces the same cap for every format.
+    let count: usize = payloads
+        .iter()
+        .map(|p| {
+            if p.get("callStackTree").is_some() {
+                1
+            } else {
+                array(p, "crashDiagnostics").len()
+            }
+        })
+        .sum();
+    if count > limits.max_reports {
+        return Err(ParseError::new(
+            Some(FORMAT),
+            ParseErrorKind::TooLarge,
+            format!(
+                "the payload holds {count} crash diagnostics, over the limit of {} per upload",
+                limits.max_reports
+            ),
+        ));
+    }
     let mut reports = Vec::new();
     for payload in payloads {
         if payload.get("callStackTree").is_some() {

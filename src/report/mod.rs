@@ -30,6 +30,18 @@ pub struct ParseLimits {
     pub max_frames: usize,
     /// Deepest JSON nesting accepted (MetricKit call trees nest one level per frame).
     pub max_json_depth: usize,
+    /// Frames kept per report across all threads (the crashed thread first): a
+    /// report's rendered JSON and Apple text grow with it, about 100 bytes a frame.
+    pub max_total_frames: usize,
+    /// Binary images kept per report; images that kept frames point into go first.
+    pub max_images: usize,
+    /// Crashes one upload may hold (MetricKit payloads): more is refused with
+    /// `TooLarge` before any is parsed. A daily payload holds a handful.
+    pub max_reports: usize,
+    /// JSON values one report may hold while parsed as `serde_json::Value`s (see
+    /// `json::ValueBudget`); more is refused with `TooLarge`. `.ips` frames are read
+    /// into compact structs and do not count.
+    pub max_json_values: usize,
 }
 
 impl Default for ParseLimits {
@@ -39,6 +51,10 @@ impl Default for ParseLimits {
             max_threads: 512,
             max_frames: 512,
             max_json_depth: 2048,
+            max_total_frames: 16_384,
+            max_images: 2048,
+            max_reports: 64,
+            max_json_values: 250_000,
         }
     }
 }
@@ -181,11 +197,8 @@ pub fn parse(bytes: &[u8], limits: &ParseLimits) -> Result<Vec<CrashReport>, Par
         }
     };
     let format = detect_text(text)?;
-    let mut reports = parse_text_as(format, text, limits)?;
-    for report in &mut reports {
-        apply_caps(report, limits);
-    }
-    Ok(reports)
+    let reports = parse_text_as(format, text, limits)?;
+    finish(format, reports, limits)
 }
 
 /// Parses `bytes` as `format`, skipping detection: for fuzzing one parser at a time,
@@ -213,11 +226,8 @@ pub fn parse_as(
             format!("invalid UTF-8 at byte {}", err.valid_up_to()),
         )
     })?;
-    let mut reports = parse_text_as(format, text, limits)?;
-    for report in &mut reports {
-        apply_caps(report, limits);
-    }
-    Ok(reports)
+    let reports = parse_text_as(format, text, limits)?;
+    finish(format, reports, limits)
 }
 
 fn parse_text_as(
@@ -233,6 +243,187 @@ fn parse_text_as(
         ReportFormat::SentryEvent => vec![sentry::parse(text, limits)?],
         ReportFormat::Crashbox => vec![crashbox_json::parse(text, limits)?],
     })
+}
+
+/// What every parsed report goes through: caps, control characters out, and the
+/// refusal of reports with no frame at all (nothing to symbolicate or group by).
+fn finish(
+    format: ReportFormat,
+    mut reports: Vec<CrashReport>,
+    limits: &ParseLimits,
+) -> Result<Vec<CrashReport>, ParseError> {
+    if reports.len() > limits.max_reports {
+        return Err(ParseError::new(
+            Some(format),
+            ParseErrorKind::TooLarge,
+            format!(
+                "the upload holds {} crashes, over the limit of {} per upload",
+                reports.len(),
+                limits.max_reports
+            ),
+        ));
+    }
+    // In a payload of several (MetricKit), a diagnostic with no frames is dropped and
+    // the rest kept; a payload of nothing but such is refused like a single report.
+    reports.retain(has_frames);
+    if reports.is_empty() {
+        return Err(ParseError::new(
+            Some(format),
+            ParseErrorKind::Invalid,
+            "the report has no stack frames",
+        ));
+    }
+    for report in &mut reports {
+        apply_caps(report, limits);
+        clean_report(report);
+    }
+    Ok(reports)
+}
+
+fn has_frames(report: &CrashReport) -> bool {
+    report.threads.iter().any(|t| !t.frames.is_empty())
+        || report
+            .last_exception_backtrace
+            .as_ref()
+            .is_some_and(|f| !f.is_empty())
+}
+
+/// Replaces control characters in `text`: line breaks and tabs by a space (every
+/// field is one line in Apple's text format, and a newline there could forge one),
+/// the rest (NUL, ESC, DEL, C1) by U+FFFD. Allocates only when there is one.
+pub fn clean_text(text: &mut String) {
+    if !text.chars().any(char::is_control) {
+        return;
+    }
+    *text = text
+        .chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => ' ',
+            c if c.is_control() => '\u{fffd}',
+            c => c,
+        })
+        .collect();
+}
+
+/// Longest identifier-like text kept from a report (bundle id, version, build, OS,
+/// device model, names, exception kind…): these become release names, index keys and
+/// listing entries, like the 256 MiB "release" that once made every debug-file
+/// listing 335 MB.
+pub const MAX_SHORT_TEXT: usize = 1024;
+
+/// Longest free text kept from a report (exception reason, termination reasons,
+/// symbols, paths): long C++ and Swift symbols run to a few KiB.
+pub const MAX_LONG_TEXT: usize = 16 << 10;
+
+/// [`clean_text`] over every text of a report, so that nothing rendered, stored or
+/// hashed into a signature carries a control character from the device; and texts cut
+/// to [`MAX_SHORT_TEXT`] or [`MAX_LONG_TEXT`], noted.
+fn clean_report(report: &mut CrashReport) {
+    let mut cut = 0usize;
+    let mut fix = |text: &mut String, max: usize| {
+        clean_text(text);
+        if text.len() > max {
+            let mut at = max;
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            text.truncate(at);
+            text.push('…');
+            cut += 1;
+        }
+    };
+    let CrashReport {
+        format: _,
+        incident_id,
+        timestamp,
+        app,
+        os,
+        device_model,
+        arch,
+        exception,
+        termination,
+        crashed_thread: _,
+        threads,
+        last_exception_backtrace,
+        images,
+        device_id,
+        notes,
+    } = report;
+    for text in [
+        incident_id,
+        timestamp,
+        device_model,
+        arch,
+        device_id,
+        &mut app.bundle_id,
+        &mut app.name,
+        &mut app.version,
+        &mut app.build,
+        &mut os.name,
+        &mut os.version,
+        &mut os.build,
+        &mut exception.kind,
+        &mut exception.signal,
+        &mut exception.codes,
+        &mut exception.subtype,
+        &mut exception.name,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        fix(text, MAX_SHORT_TEXT);
+    }
+    if let Some(reason) = &mut exception.reason {
+        fix(reason, MAX_LONG_TEXT);
+    }
+    if let Some(t) = termination {
+        for text in [
+            &mut t.namespace,
+            &mut t.code,
+            &mut t.indicator,
+            &mut t.by_process,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(text, MAX_SHORT_TEXT);
+        }
+        for reason in &mut t.reasons {
+            fix(reason, MAX_LONG_TEXT);
+        }
+    }
+    for thread in threads.iter_mut() {
+        for text in [&mut thread.name, &mut thread.queue].into_iter().flatten() {
+            fix(text, MAX_SHORT_TEXT);
+        }
+    }
+    let frames = threads
+        .iter_mut()
+        .flat_map(|t| t.frames.iter_mut())
+        .chain(last_exception_backtrace.iter_mut().flatten());
+    for frame in frames {
+        if let Some(symbol) = &mut frame.symbol {
+            fix(symbol, MAX_LONG_TEXT);
+        }
+        if let Some(name) = &mut frame.image_name {
+            fix(name, MAX_SHORT_TEXT);
+        }
+    }
+    for image in images {
+        fix(&mut image.name, MAX_SHORT_TEXT);
+        if let Some(path) = &mut image.path {
+            fix(path, MAX_LONG_TEXT);
+        }
+        for text in [&mut image.debug_id, &mut image.arch].into_iter().flatten() {
+            fix(text, MAX_SHORT_TEXT);
+        }
+    }
+    for note in notes.iter_mut() {
+        clean_text(note);
+    }
+    if cut > 0 {
+        notes.push(format!("cut {cut} overlong texts"));
+    }
 }
 
 /// Drops threads and frames past the limits, saying so in the report.
@@ -274,6 +465,88 @@ fn apply_caps(report: &mut CrashReport, limits: &ParseLimits) {
             limits.max_frames
         ));
     }
+    cap_total_frames(report, limits.max_total_frames);
+    cap_images(report, limits.max_images);
+}
+
+/// Keeps at most `budget` frames in the whole report: the exception backtrace and the
+/// crashed thread first (they name the crash site), then the other threads in order.
+fn cap_total_frames(report: &mut CrashReport, budget: usize) {
+    let total: usize = report.threads.iter().map(|t| t.frames.len()).sum::<usize>()
+        + report.last_exception_backtrace.as_ref().map_or(0, Vec::len);
+    if total <= budget {
+        return;
+    }
+    let mut left = budget;
+    let mut take = |frames: &mut Vec<RawFrame>| {
+        frames.truncate(left);
+        left -= frames.len();
+    };
+    if let Some(frames) = &mut report.last_exception_backtrace {
+        take(frames);
+    }
+    let crashed = report.crashed_thread;
+    if let Some(thread) = crashed.and_then(|c| report.threads.get_mut(c)) {
+        take(&mut thread.frames);
+    }
+    for (i, thread) in report.threads.iter_mut().enumerate() {
+        if Some(i) != crashed {
+            take(&mut thread.frames);
+        }
+    }
+    report
+        .notes
+        .push(format!("kept {budget} of {total} frames in the report"));
+}
+
+/// Keeps at most `max` images: first those a kept frame's address falls in (they are
+/// what symbolication needs), then the others in report order. Order is preserved.
+fn cap_images(report: &mut CrashReport, max: usize) {
+    let total = report.images.len();
+    if total <= max {
+        return;
+    }
+    // Images by load address; a frame belongs to the last one starting at or below it.
+    let mut by_address: Vec<(u64, usize)> = report
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| (image.load_address, i))
+        .collect();
+    by_address.sort_unstable();
+    let mut keep = vec![false; total];
+    let mut kept = 0;
+    let frames = report
+        .threads
+        .iter()
+        .flat_map(|t| t.frames.iter())
+        .chain(report.last_exception_backtrace.iter().flatten());
+    for frame in frames {
+        let at = by_address.partition_point(|(load, _)| *load <= frame.instruction_addr);
+        if let Some(&(_, index)) = at.checked_sub(1).and_then(|at| by_address.get(at)) {
+            if !keep[index] && kept < max {
+                keep[index] = true;
+                kept += 1;
+            }
+        }
+    }
+    for flag in keep.iter_mut() {
+        if kept >= max {
+            break;
+        }
+        if !*flag {
+            *flag = true;
+            kept += 1;
+        }
+    }
+    let mut index = 0;
+    report.images.retain(|_| {
+        index += 1;
+        keep[index - 1]
+    });
+    report
+        .notes
+        .push(format!("kept {max} of {total} binary images"));
 }
 
 #[cfg(test)]

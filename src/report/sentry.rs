@@ -17,7 +17,7 @@ use super::{
 const FORMAT: ReportFormat = ReportFormat::SentryEvent;
 
 pub fn parse(text_in: &str, limits: &ParseLimits) -> Result<CrashReport, ParseError> {
-    let event = parse_value(text_in, FORMAT, limits.max_json_depth)?;
+    let event = parse_value(text_in, FORMAT, limits)?;
     if !event.is_object() {
         return Err(invalid("the event is not a JSON object"));
     }

@@ -86,7 +86,7 @@ fn the_same_debug_file_twice_stores_nothing_new() {
         .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
         .collect();
 
-    let again = app.post_dsyms("?name=CrashProbeiOS&release=r2", &crashprobe_dwarf());
+    let again = app.post_dsyms("?name=CrashProbeiOS&release=r2%20(2)", &crashprobe_dwarf());
     assert_eq!(again.status, 200, "{:?}", again.body);
     assert_eq!(again.body["debug_files"][0]["status"], "already_present");
     assert_eq!(app.stored_objects(), objects);
@@ -98,7 +98,7 @@ fn the_same_debug_file_twice_stores_nothing_new() {
     // The new release is remembered without rewriting the file.
     assert_eq!(
         again.body["debug_files"][0]["releases"],
-        serde_json::json!(["r2"])
+        serde_json::json!(["r2 (2)"])
     );
     assert_eq!(
         app.listed(),

@@ -4,8 +4,10 @@
 mod cli;
 mod crashes;
 mod dsyms;
+mod hostile;
 mod ops;
 mod privacy;
 mod store;
 mod support;
 mod symbolication;
+mod timeouts;
