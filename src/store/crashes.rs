@@ -354,10 +354,7 @@ fn decrement(
 }
 
 /// Stores one upload's crashes, skipping those whose identity is stored already.
-pub(super) fn insert(
-    conn: &Connection,
-    crashes: Vec<NewCrash>,
-) -> Result<Vec<Inserted>, StoreError> {
+pub(super) fn insert(conn: &Connection, crashes: &[NewCrash]) -> Result<Vec<Inserted>, StoreError> {
     let mut out = Vec::with_capacity(crashes.len());
     for crash in crashes {
         let identity = identity_key(&crash.identity);
@@ -414,16 +411,16 @@ pub(super) fn insert(
                 seq,
                 received_ms: crash.received_ms,
                 device,
-                release: crash.release,
+                release: crash.release.clone(),
                 group_id: crash.filing.group_id.clone(),
                 signature: crash.filing.signature.clone(),
-                missing: crash.filing.missing,
+                missing: crash.filing.missing.clone(),
             },
         )?;
         out.push(Inserted {
             id: crash_id(seq, nonce),
-            group_id: crash.filing.group_id,
-            signature: crash.filing.signature,
+            group_id: crash.filing.group_id.clone(),
+            signature: crash.filing.signature.clone(),
             created: true,
         });
     }
