@@ -192,11 +192,9 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA foreign_keys = ON;
          -- Deleted crash bytes are overwritten, not left in free pages.
          PRAGMA secure_delete = ON;
-         -- 32 MiB: the identity index and the group pages of a busy day stay cached.
-         PRAGMA cache_size = -32768;
-         -- The writer checkpoints between batches; this only bounds the WAL should
-         -- that fall behind (200 MiB).
-         PRAGMA wal_autocheckpoint = 50000;
+         -- The page cache stays at SQLite's 2 MiB default: measured with 32 MiB, intake
+         -- was 7% slower (the cache's bookkeeping grows with it; the pages it would
+         -- hold are in the OS page cache anyway).
          -- After a checkpoint the WAL file shrinks back to this (64 MiB) instead of
          -- keeping its largest size on disk.
          PRAGMA journal_size_limit = 67108864;",

@@ -211,8 +211,24 @@ impl Waiting {
     }
 }
 
-/// How often the writer copies the WAL into the database, between two batches.
+/// The writer copies the WAL into the database, between two batches, this often...
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// ...or sooner once the WAL holds this many pages (4 MiB): a checkpoint holds up the
+/// next batch for as long as it takes to copy and fsync them, so under a write load
+/// that touches many pages (crashes spread over many groups) smaller and more frequent
+/// checkpoints keep that pause short.
+const CHECKPOINT_PAGES: i32 = 1000;
+
+thread_local! {
+    /// Pages in the WAL after the writer's last commit (SQLite's WAL hook sets it); the
+    /// writer thread is the only one that commits on its connection.
+    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+fn count_wal_pages(_: &rusqlite::hooks::Wal, pages: std::os::raw::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.with(|n| n.set(pages));
+    Ok(())
+}
 
 /// Copies the WAL into the database. Run by the writer between batches, after their
 /// answers went out: a checkpoint on another connection races the writer and, under
@@ -228,9 +244,14 @@ fn checkpoint(conn: &Connection) {
 fn run(conn: &Connection, queue: &mpsc::Receiver<(Priority, Box<dyn Job>)>) {
     let mut waiting = Waiting::default();
     let mut checkpointed = Instant::now();
+    // Replaces SQLite's own autocheckpoint (which would run inside a commit, before its
+    // answers go out): the writer checkpoints itself, below.
+    conn.wal_hook(Some(count_wal_pages));
     loop {
-        if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+        let pages = WAL_PAGES.with(|n| n.get());
+        if pages >= CHECKPOINT_PAGES || (pages > 0 && checkpointed.elapsed() >= CHECKPOINT_EVERY) {
             checkpoint(conn);
+            WAL_PAGES.with(|n| n.set(0));
             checkpointed = Instant::now();
         }
         if waiting.now.is_empty() && waiting.background.is_empty() {
@@ -269,6 +290,7 @@ fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
     let committed = run_batch(conn, &mut batch).map_err(|err| {
         // A failed COMMIT may leave the transaction open; nothing of it stays.
         let _ = conn.execute_batch("ROLLBACK");
+        super::crashes::discard_pending();
         tracing::error!(error = %err, "store write batch failed");
         err.to_string()
     });
@@ -280,7 +302,8 @@ fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
 
 /// One transaction over `batch`: every job without savepoints, and, if one fails, all
 /// of them again each in its own savepoint.
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    super::crashes::discard_pending();
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let mut all_ok = true;
     for job in batch.iter_mut() {
@@ -290,10 +313,14 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<
         }
     }
     if !all_ok {
+        super::crashes::discard_pending();
         conn.execute_batch("ROLLBACK; BEGIN IMMEDIATE")?;
         for job in batch.iter_mut() {
             job.run_alone(conn);
         }
     }
-    conn.execute_batch("COMMIT")
+    // The counters the batch's inserts summed commit with them.
+    super::crashes::flush_pending(conn)?;
+    conn.execute_batch("COMMIT")?;
+    Ok(())
 }
