@@ -999,6 +999,45 @@ mod tests {
     }
 
     #[test]
+    fn retention_gives_the_pages_back_to_the_file_system() {
+        let (dir, store) = open();
+        let rt = runtime();
+        let batch: Vec<NewCrash> = (0..300)
+            .map(|i| {
+                let noise: String = (0..32).map(|_| crate::util::random_hex(16)).collect();
+                NewCrash::new(
+                    format!("old-{i}"),
+                    1_000,
+                    None,
+                    None,
+                    filing("s1", &[]),
+                    noise.as_bytes(),
+                )
+                .unwrap()
+            })
+            .collect();
+        rt.block_on(store.insert_crashes(batch)).unwrap();
+        store.flush().unwrap();
+        let size = || std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len();
+        let full = size();
+        let pruned = std::thread::scope(|s| {
+            s.spawn(|| store.prune_crashes_before(time::OffsetDateTime::now_utc()))
+                .join()
+                .unwrap()
+                .unwrap()
+        });
+        assert_eq!(pruned, 300);
+        store.flush().unwrap();
+        assert!(
+            size() < full / 2,
+            "{} bytes after pruning, {full} before",
+            size()
+        );
+        assert_eq!(store.group("g-s1").unwrap().unwrap().count, 0);
+        assert_eq!(store.audit().unwrap(), vec![]);
+    }
+
+    #[test]
     fn groups_page_by_count_and_last_seen() {
         let (_dir, store) = open();
         let rt = runtime();
