@@ -81,7 +81,8 @@ pub(super) fn open_reader(path: &std::path::Path) -> Result<Connection, StoreErr
     )?;
     conn.busy_timeout(super::BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
-    // 8 MiB of page cache per reader: the group indexes and a page of crashes fit.
-    conn.execute_batch("PRAGMA cache_size = -8192; PRAGMA query_only = ON;")?;
+    // The default page cache (2 MiB), within the store's soft heap limit: reads find
+    // what the cache lacks in the OS page cache.
+    conn.execute_batch("PRAGMA query_only = ON;")?;
     Ok(conn)
 }
