@@ -178,7 +178,23 @@ pub fn prepare(
     source: &dyn DebugFileSource,
     now: time::OffsetDateTime,
 ) -> Result<Vec<CrashRecord>, ParseError> {
-    let reports = report::parse(bytes, limits)?;
+    prepare_as(None, bytes, limits, secret, source, now)
+}
+
+/// [`prepare`] for a report whose format the caller knows (an SDK envelope's event is
+/// Sentry event JSON whatever its text mentions); `None` detects it from the content.
+pub fn prepare_as(
+    format: Option<report::ReportFormat>,
+    bytes: &[u8],
+    limits: &ParseLimits,
+    secret: &[u8],
+    source: &dyn DebugFileSource,
+    now: time::OffsetDateTime,
+) -> Result<Vec<CrashRecord>, ParseError> {
+    let reports = match format {
+        Some(format) => report::parse_as(format, bytes, limits)?,
+        None => report::parse(bytes, limits)?,
+    };
     let received_at = now
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
