@@ -378,14 +378,32 @@ impl App {
         let app = self.clone();
         let (chunks, checksum, path) = (row.chunks.clone(), row.checksum.clone(), target.clone());
         let max = self.config().max_dsym_upload_bytes;
-        tokio::task::spawn_blocking(move || {
-            app.sentry()
+        let (size, companion) = tokio::task::spawn_blocking(move || {
+            let size = app
+                .sentry()
                 .chunks
                 .concatenate(&chunks, &checksum, max, &path)
+                .map_err(|e| e.to_string())?;
+            let mut head = Vec::with_capacity(64);
+            std::fs::File::open(&path)
+                .and_then(|f| io::Read::read_to_end(&mut io::Read::take(f, 64), &mut head))
+                .map_err(|e| e.to_string())?;
+            let companion = crate::sentry::is_companion_file(&head);
+            if companion {
+                let _ = std::fs::remove_file(&path);
+            }
+            Ok::<_, String>((size, companion))
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())??;
+        if companion {
+            return Ok(Dif::companion(
+                &row.name,
+                row.debug_id.as_deref(),
+                &row.checksum,
+                size,
+            ));
+        }
         let meta = UploadMeta {
             release: None,
             name: Some(row.name.clone()),
@@ -453,8 +471,8 @@ impl App {
             .map(|f| {
                 let sha1 = entries
                     .iter()
-                    .find(|(path, _)| *path == f.file.path)
-                    .map(|(_, sha1)| sha1.as_str())
+                    .find(|(path, _, _)| *path == f.file.path)
+                    .map(|(_, sha1, _)| sha1.as_str())
                     .unwrap_or("");
                 Dif::new(&f.file, sha1)
             })
@@ -463,7 +481,7 @@ impl App {
         // a richer file of the same debug id included (an app binary beside its dSYM):
         // each is matched to a stored file by its path, else by its base name.
         let mut rows = Vec::new();
-        for (path, sha1) in &entries {
+        for (path, sha1, companion) in &entries {
             let base = path.rsplit('/').next().unwrap_or(path);
             let Some(file) = report
                 .debug_files
@@ -471,6 +489,18 @@ impl App {
                 .find(|f| f.file.path == *path)
                 .or_else(|| report.debug_files.iter().find(|f| f.file.name == base))
             else {
+                if *companion {
+                    let dif = Dif::companion(base, None, sha1, 0);
+                    rows.push(SentryFileRow {
+                        checksum: sha1.clone(),
+                        state: SentryFileState::Ok,
+                        name: base.to_owned(),
+                        debug_id: None,
+                        chunks: Vec::new(),
+                        detail: None,
+                        dif: serde_json::to_string(&dif).ok(),
+                    });
+                }
                 continue;
             };
             rows.push(SentryFileRow {
@@ -727,9 +757,10 @@ fn session_counts(kind: ItemKind, payload: &[u8]) -> Vec<(&'static str, u64)> {
 }
 
 /// The SHA-1 of every file entry of a zip (ingest has validated it: sizes, ratios and
-/// paths are within limits), by entry path. A file that is no zip (a bare object) is
-/// one entry with an empty path.
-fn entry_sha1s(path: &std::path::Path) -> Vec<(String, String)> {
+/// paths are within limits), by entry path, and whether it is a companion file
+/// ([`crate::sentry::is_companion_file`]). A file that is no zip (a bare object) is one
+/// entry with an empty path.
+fn entry_sha1s(path: &std::path::Path) -> Vec<(String, String, bool)> {
     let mut out = Vec::new();
     let Ok(file) = std::fs::File::open(path) else {
         return out;
@@ -737,8 +768,10 @@ fn entry_sha1s(path: &std::path::Path) -> Vec<(String, String)> {
     let Ok(mut zip) = zip::ZipArchive::new(file) else {
         if let Ok(mut file) = std::fs::File::open(path) {
             let mut hasher = Sha1::new();
-            if io::copy(&mut file, &mut HashWriter(&mut hasher)).is_ok() {
-                out.push((String::new(), hex::encode(hasher.finalize())));
+            let mut writer = HashWriter::new(&mut hasher);
+            if io::copy(&mut file, &mut writer).is_ok() {
+                let companion = crate::sentry::is_companion_file(&writer.head);
+                out.push((String::new(), hex::encode(hasher.finalize()), companion));
             }
         }
         return out;
@@ -752,19 +785,35 @@ fn entry_sha1s(path: &std::path::Path) -> Vec<(String, String)> {
         }
         let name = entry.name().to_owned();
         let mut hasher = Sha1::new();
-        if io::copy(&mut entry, &mut HashWriter(&mut hasher)).is_ok() {
-            out.push((name, hex::encode(hasher.finalize())));
+        let mut writer = HashWriter::new(&mut hasher);
+        if io::copy(&mut entry, &mut writer).is_ok() {
+            let companion = crate::sentry::is_companion_file(&writer.head);
+            out.push((name, hex::encode(hasher.finalize()), companion));
         }
     }
     out
 }
 
-/// Feeds written bytes to a SHA-1.
-struct HashWriter<'a>(&'a mut Sha1);
+/// Feeds written bytes to a SHA-1, keeping the first few for a look at the format.
+struct HashWriter<'a> {
+    hasher: &'a mut Sha1,
+    head: Vec<u8>,
+}
+
+impl<'a> HashWriter<'a> {
+    fn new(hasher: &'a mut Sha1) -> Self {
+        HashWriter {
+            hasher,
+            head: Vec::new(),
+        }
+    }
+}
 
 impl io::Write for HashWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
+        self.hasher.update(buf);
+        let room = 64usize.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&buf[..buf.len().min(room)]);
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {

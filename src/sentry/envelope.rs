@@ -160,11 +160,13 @@ struct ItemHeader {
     length: Option<u64>,
 }
 
-/// Counts decompressed bytes and fails past the cap.
+/// Counts decompressed bytes and fails past the cap; notes whether the decompressor
+/// itself failed (so a body that is no gzip is told from an envelope cut short).
 struct Capped<R> {
     inner: R,
     left: u64,
     exceeded: bool,
+    failed: bool,
 }
 
 impl<R: Read> Read for Capped<R> {
@@ -172,7 +174,13 @@ impl<R: Read> Read for Capped<R> {
         // One byte past the cap is enough to know it was passed.
         let room = usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX);
         let want = buf.len().min(room);
-        let n = self.inner.read(&mut buf[..want])?;
+        let n = match self.inner.read(&mut buf[..want]) {
+            Ok(n) => n,
+            Err(err) => {
+                self.failed = true;
+                return Err(err);
+            }
+        };
         if n as u64 > self.left {
             self.exceeded = true;
             return Err(io::Error::other("decompressed size limit"));
@@ -201,6 +209,7 @@ fn decoder<'a>(body: &'a [u8], encoding: Encoding, cap: u64) -> Result<Reader<'a
             inner,
             left: cap,
             exceeded: false,
+            failed: false,
         },
     ))
 }
@@ -211,6 +220,8 @@ fn read_error(err: io::Error, reader: &Reader<'_>, cap: u64) -> EnvelopeError {
         EnvelopeError::TooLarge(format!(
             "the envelope decompresses to more than {cap} bytes"
         ))
+    } else if reader.get_ref().failed {
+        EnvelopeError::Decompress(err.to_string())
     } else if err.kind() == io::ErrorKind::UnexpectedEof {
         EnvelopeError::Malformed("an item is cut short".into())
     } else {

@@ -52,6 +52,21 @@ pub fn dsn(public_url: &str, key: &str) -> Option<String> {
     Some(format!("{scheme}://{key}@{rest}/{DSN_PROJECT_ID}"))
 }
 
+/// Whether `head` (a file's first bytes) is one of the companion files sentry-cli
+/// uploads beside debug files: the UUID-mapping property lists inside a dSYM
+/// (`Contents/Resources/<UUID>.plist`) and BCSymbolMaps. crashbox needs neither (it
+/// reads no bitcode builds); they are acknowledged, not stored, so that the CLI counts
+/// them as on the server.
+pub fn is_companion_file(head: &[u8]) -> bool {
+    let head = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+    let text = head.trim_ascii_start();
+    text.starts_with(b"<?xml")
+        || text.starts_with(b"<!DOCTYPE plist")
+        || text.starts_with(b"<plist")
+        || head.starts_with(b"bplist")
+        || head.starts_with(b"BCSymbolMap Version:")
+}
+
 /// What sentry-cli is told about a stored file (`dif` in an assemble answer, items of
 /// the legacy upload's answer). The CLI requires `objectName`, `cpuName` and `sha1`,
 /// reads `debugId` (else `uuid`), and fails on a `data.type` other than `exe`, `lib` or
@@ -77,6 +92,24 @@ pub struct DifData {
 }
 
 impl Dif {
+    /// The answer for a companion file ([`is_companion_file`]), acknowledged unstored.
+    pub fn companion(name: &str, debug_id: Option<&str>, sha1: &str, size: u64) -> Self {
+        let debug_id = debug_id.unwrap_or("00000000-0000-0000-0000-000000000000");
+        Dif {
+            id: sha1.to_owned(),
+            uuid: debug_id.to_owned(),
+            debug_id: debug_id.to_owned(),
+            object_name: name.to_owned(),
+            cpu_name: "any".to_owned(),
+            sha1: sha1.to_owned(),
+            symbol_type: "uuidmap".to_owned(),
+            size,
+            data: DifData {
+                features: Vec::new(),
+            },
+        }
+    }
+
     /// The answer for `file`, which the upload with SHA-1 `sha1` stored (or found).
     pub fn new(file: &DebugFile, sha1: &str) -> Self {
         let features = [
@@ -118,6 +151,15 @@ mod tests {
         assert!(!is_sha1_hex("6E217F035ED538D4D6C14129BAAD5CB52E680E74"));
         assert!(!is_sha1_hex("../../etc/passwd"));
         assert!(!is_sha1_hex("6e217f035ed538d4d6c14129baad5cb52e680e7"));
+    }
+
+    #[test]
+    fn companion_files_are_plists_and_symbol_maps() {
+        assert!(is_companion_file(b"<?xml version=\"1.0\"?>\n<plist>"));
+        assert!(is_companion_file(b"bplist00\x01"));
+        assert!(is_companion_file(b"BCSymbolMap Version: 2.0\n"));
+        assert!(!is_companion_file(b"\xcf\xfa\xed\xfe"));
+        assert!(!is_companion_file(b"MODULE mac arm64 ABC App"));
     }
 
     #[test]
