@@ -139,6 +139,8 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for WithPeer
 /// Binds `config.listen` and serves until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen: SocketAddr = config.listen;
+    // Where DSNs and links point; a wrong one shows here rather than in an app's logs.
+    tracing::info!(public_url = %config.public_url(), "public URL (Sentry DSNs point here)");
     let app = tokio::task::spawn_blocking(move || prepare(config)).await??;
     let listener = TcpListener::bind(listen).await?;
     run(listener, app, shutdown_signal()).await?;
