@@ -445,6 +445,9 @@ fn token_create(
                         .unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
                     format!("http://{listen}")
                 });
+                if public_url.contains("://0.0.0.0") || public_url.contains("://[::]") {
+                    eprintln!("crashbox: devices cannot reach {public_url}; pass --public-url");
+                }
                 match crate::sentry::dsn(&public_url, &token.token) {
                     Some(dsn) => {
                         eprintln!("Sentry SDK DSN (SentrySDK.start {{ $0.dsn = \"…\" }}): {dsn}")
