@@ -28,6 +28,9 @@ pub struct Metrics {
     /// `errored`, or `invalid`). Release crash-free figures will read sessions once
     /// releases keep them; until then they are counted here.
     pub sentry_sessions: IntCounterVec,
+    /// Sessions started (session updates with `init: true`, and each session of an
+    /// aggregate): DESIGN.md's release `total`, until releases keep it.
+    pub sentry_session_starts: IntCounter,
     /// Envelope items read past without being kept, by type (attachments, …).
     pub sentry_items_dropped: IntCounterVec,
     /// sentry-cli chunks by outcome: `stored`, or the error code.
@@ -81,6 +84,11 @@ impl Default for Metrics {
             "Sentry session updates by status",
             "status",
         );
+        let sentry_session_starts = IntCounter::new(
+            "sentry_session_starts_total",
+            "Sentry sessions started (init), all releases",
+        )
+        .expect("valid metric");
         let sentry_items_dropped = counter(
             "sentry_items_dropped_total",
             "Envelope items skipped, by type",
@@ -106,6 +114,7 @@ impl Default for Metrics {
             Box::new(crashes.clone()),
             Box::new(sentry_events.clone()),
             Box::new(sentry_sessions.clone()),
+            Box::new(sentry_session_starts.clone()),
             Box::new(sentry_items_dropped.clone()),
             Box::new(sentry_chunks.clone()),
             Box::new(sentry_assemblies.clone()),
@@ -125,6 +134,7 @@ impl Default for Metrics {
             crashes,
             sentry_events,
             sentry_sessions,
+            sentry_session_starts,
             sentry_items_dropped,
             sentry_chunks,
             sentry_assemblies,

@@ -626,12 +626,14 @@ impl App {
                 .inc();
         }
         for (kind, payload) in &envelope.sessions {
-            for (status, count) in session_counts(*kind, payload) {
+            let counts = session_counts(*kind, payload);
+            for (status, count) in counts.by_status {
                 metrics
                     .sentry_sessions
                     .with_label_values(&[status])
                     .inc_by(count);
             }
+            metrics.sentry_session_starts.inc_by(counts.started);
         }
         metrics
             .sentry_events
@@ -716,42 +718,63 @@ fn with_event_id(payload: &[u8], id: &str) -> Option<Vec<u8>> {
 /// Session statuses a session update may carry.
 const SESSION_STATUSES: [&str; 5] = ["ok", "exited", "crashed", "abnormal", "errored"];
 
-/// The session updates one item counts, by status: a `session` item is one update;
-/// a `sessions` item holds aggregates (`{"aggregates":[{"exited":3,"crashed":1,…}]}`).
-/// Anything unreadable counts once as `invalid`.
-fn session_counts(kind: ItemKind, payload: &[u8]) -> Vec<(&'static str, u64)> {
+/// What one session item counts: updates by status, and sessions started. A `session`
+/// item is one update, started when `init` is true (DESIGN.md: a release's `total`);
+/// a `sessions` item holds aggregates (`{"aggregates":[{"exited":3,"crashed":1,…}]}`),
+/// each session in them counted once as started. Anything unreadable counts once as
+/// `invalid`.
+#[derive(Debug, PartialEq, Eq)]
+struct SessionCounts {
+    by_status: Vec<(&'static str, u64)>,
+    started: u64,
+}
+
+fn session_counts(kind: ItemKind, payload: &[u8]) -> SessionCounts {
     #[derive(serde::Deserialize)]
     struct Session {
         status: String,
+        #[serde(default)]
+        init: bool,
     }
     #[derive(serde::Deserialize)]
     struct Aggregates {
         aggregates: Vec<HashMap<String, serde_json::Value>>,
     }
+    let invalid = SessionCounts {
+        by_status: vec![("invalid", 1)],
+        started: 0,
+    };
     match kind {
         ItemKind::Session => match serde_json::from_slice::<Session>(payload) {
             Ok(session) => match SESSION_STATUSES.iter().find(|s| **s == session.status) {
-                Some(status) => vec![(*status, 1)],
-                None => vec![("invalid", 1)],
+                Some(status) => SessionCounts {
+                    by_status: vec![(*status, 1)],
+                    started: u64::from(session.init),
+                },
+                None => invalid,
             },
-            Err(_) => vec![("invalid", 1)],
+            Err(_) => invalid,
         },
         _ => match serde_json::from_slice::<Aggregates>(payload) {
             Ok(aggregates) => {
-                let mut counts = Vec::new();
+                let mut counts = SessionCounts {
+                    by_status: Vec::new(),
+                    started: 0,
+                };
                 for status in SESSION_STATUSES {
                     let n: u64 = aggregates
                         .aggregates
                         .iter()
                         .filter_map(|a| a.get(status).and_then(serde_json::Value::as_u64))
-                        .sum();
+                        .fold(0u64, u64::saturating_add);
                     if n > 0 {
-                        counts.push((status, n));
+                        counts.by_status.push((status, n));
+                        counts.started = counts.started.saturating_add(n);
                     }
                 }
                 counts
             }
-            Err(_) => vec![("invalid", 1)],
+            Err(_) => invalid,
         },
     }
 }
@@ -843,10 +866,17 @@ mod tests {
     fn sessions_count_by_status() {
         assert_eq!(
             session_counts(ItemKind::Session, br#"{"status":"crashed","init":true}"#),
-            vec![("crashed", 1)]
+            SessionCounts {
+                by_status: vec![("crashed", 1)],
+                started: 1
+            }
         );
         assert_eq!(
-            session_counts(ItemKind::Session, br#"{"status":"nope"}"#),
+            session_counts(ItemKind::Session, br#"{"status":"exited"}"#).started,
+            0
+        );
+        assert_eq!(
+            session_counts(ItemKind::Session, br#"{"status":"nope"}"#).by_status,
             vec![("invalid", 1)]
         );
         assert_eq!(
@@ -854,7 +884,10 @@ mod tests {
                 ItemKind::Sessions,
                 br#"{"aggregates":[{"started":"x","exited":3,"crashed":1},{"exited":2}]}"#
             ),
-            vec![("exited", 5), ("crashed", 1)]
+            SessionCounts {
+                by_status: vec![("exited", 5), ("crashed", 1)],
+                started: 6
+            }
         );
     }
 }

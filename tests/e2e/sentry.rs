@@ -773,6 +773,7 @@ fn sentry_sdk_envelopes_store_scrubbed_symbolicated_crashes() {
         app.metric(r#"crashbox_sentry_sessions_total{status="crashed"}"#),
         2.0
     );
+    assert_eq!(app.metric("crashbox_sentry_session_starts_total"), 2.0);
     assert_eq!(
         app.metric(r#"crashbox_sentry_items_dropped_total{type="attachment"}"#),
         2.0
