@@ -1,11 +1,18 @@
 # Multi-stage build: compile in the Rust image, run in a slim Debian.
+# scripts/docker-check.sh (run by scripts/test.sh) builds the build stage the way Docker
+# would and starts the binary with this file's CMD and ENV, so the two cannot drift.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The manifest names this bench target; cargo refuses a manifest whose target is missing.
+COPY benches/symbolicate.rs ./benches/symbolicate.rs
+# SQLite is compiled in (rusqlite's `bundled`) with the image's C compiler.
 RUN cargo build --release --locked --bin crashbox
 
 FROM debian:bookworm-slim
+# The binary links only glibc, libgcc and libstdc++ (all in the base image); HTTPS
+# clients need the CA roots.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \

@@ -43,3 +43,6 @@ if echo "$out" | grep -q '^FAIL \[\(intake\|debug-files\|cli\|symbolicate\)\]' |
   echo "contract check: intake failed ($intake_passed of 5 passed)"
   exit 1
 fi
+
+# The Dockerfile's build stage, built and started the way Docker would (no engine here).
+bash scripts/docker-check.sh

@@ -2,8 +2,11 @@
 //! seen), per-group releases, devices and hours, releases, and the missing-debug-file
 //! list. [`add_counts`] and [`remove_counts`] are exact inverses and run in the same
 //! transaction as the crash row they account for, so a kill at any moment leaves the
-//! counters equal to a recount ([`audit`]).
+//! counters equal to a recount ([`audit`]). Inserts sum their counter changes per row
+//! over the writer's whole transaction ([`Deltas`]) and apply them just before it
+//! commits ([`flush_pending`]).
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -244,6 +247,11 @@ pub(super) fn add_counts(conn: &Connection, c: &Counted) -> Result<(), StoreErro
             }
         }
     }
+    add_missing(conn, c)
+}
+
+/// Adds a crash's share to the missing-debug-file list and its index.
+fn add_missing(conn: &Connection, c: &Counted) -> Result<(), StoreError> {
     for needed in &c.missing {
         conn.prepare_cached(
             "INSERT INTO missing_debug_files (debug_id, name, crashes, last_seen)
@@ -354,11 +362,10 @@ fn decrement(
 }
 
 /// Stores one upload's crashes, skipping those whose identity is stored already.
-pub(super) fn insert(
-    conn: &Connection,
-    crashes: Vec<NewCrash>,
-) -> Result<Vec<Inserted>, StoreError> {
+pub(super) fn insert(conn: &Connection, crashes: &[NewCrash]) -> Result<Vec<Inserted>, StoreError> {
     let mut out = Vec::with_capacity(crashes.len());
+    // This upload's counter changes join the batch's only once all of it succeeded.
+    let mut deltas = Deltas::default();
     for crash in crashes {
         let identity = identity_key(&crash.identity);
         let existing = conn
@@ -408,26 +415,195 @@ pub(super) fn insert(
             crash.record,
         ])?;
         let seq = conn.last_insert_rowid();
-        add_counts(
-            conn,
-            &Counted {
-                seq,
-                received_ms: crash.received_ms,
-                device,
-                release: crash.release,
-                group_id: crash.filing.group_id.clone(),
-                signature: crash.filing.signature.clone(),
-                missing: crash.filing.missing,
-            },
-        )?;
+        let counted = Counted {
+            seq,
+            received_ms: crash.received_ms,
+            device,
+            release: crash.release.clone(),
+            group_id: crash.filing.group_id.clone(),
+            signature: crash.filing.signature.clone(),
+            missing: crash.filing.missing.clone(),
+        };
+        add_missing(conn, &counted)?;
+        deltas.add(&counted);
         out.push(Inserted {
             id: crash_id(seq, nonce),
-            group_id: crash.filing.group_id,
-            signature: crash.filing.signature,
+            group_id: crash.filing.group_id.clone(),
+            signature: crash.filing.signature.clone(),
             created: true,
         });
     }
+    PENDING.with(|pending| pending.borrow_mut().merge(deltas));
     Ok(out)
+}
+
+thread_local! {
+    /// Counter changes of the inserts in the writer's open transaction, applied by
+    /// [`flush_pending`] just before it commits. Thread-local: only the writer thread
+    /// inserts, one transaction at a time.
+    static PENDING: std::cell::RefCell<Deltas> = std::cell::RefCell::new(Deltas::default());
+}
+
+/// The counter changes of many inserts, summed per row. Under a crash storm most of a
+/// batch lands in one group, release and hour: summed, they cost one update per row
+/// instead of one per crash.
+#[derive(Default)]
+pub(super) struct Deltas {
+    /// count, first seen, last seen, signature (for a group made by this batch).
+    groups: HashMap<String, (i64, i64, i64)>,
+    group_devices: HashMap<(String, Vec<u8>), i64>,
+    group_hours: HashMap<(String, i64), i64>,
+    group_releases: HashMap<(String, String), i64>,
+    releases: HashMap<String, (i64, i64, i64)>,
+    release_devices: HashMap<(String, Vec<u8>), i64>,
+}
+
+fn widen(entry: &mut (i64, i64, i64), n: i64, first: i64, last: i64) {
+    entry.0 += n;
+    entry.1 = entry.1.min(first);
+    entry.2 = entry.2.max(last);
+}
+
+impl Deltas {
+    fn add(&mut self, c: &Counted) {
+        let at = c.received_ms;
+        widen(
+            self.groups.entry(c.group_id.clone()).or_insert((0, at, at)),
+            1,
+            at,
+            at,
+        );
+        if let Some(device) = &c.device {
+            *self
+                .group_devices
+                .entry((c.group_id.clone(), device.clone()))
+                .or_default() += 1;
+        }
+        *self
+            .group_hours
+            .entry((c.group_id.clone(), hour_of(at)))
+            .or_default() += 1;
+        if let Some(release) = &c.release {
+            *self
+                .group_releases
+                .entry((c.group_id.clone(), release.clone()))
+                .or_default() += 1;
+            widen(
+                self.releases.entry(release.clone()).or_insert((0, at, at)),
+                1,
+                at,
+                at,
+            );
+            if let Some(device) = &c.device {
+                *self
+                    .release_devices
+                    .entry((release.clone(), device.clone()))
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Deltas) {
+        for (k, (n, first, last)) in other.groups {
+            widen(
+                self.groups.entry(k).or_insert((0, first, last)),
+                n,
+                first,
+                last,
+            );
+        }
+        for (k, (n, first, last)) in other.releases {
+            widen(
+                self.releases.entry(k).or_insert((0, first, last)),
+                n,
+                first,
+                last,
+            );
+        }
+        for (k, n) in other.group_devices {
+            *self.group_devices.entry(k).or_default() += n;
+        }
+        for (k, n) in other.group_hours {
+            *self.group_hours.entry(k).or_default() += n;
+        }
+        for (k, n) in other.group_releases {
+            *self.group_releases.entry(k).or_default() += n;
+        }
+        for (k, n) in other.release_devices {
+            *self.release_devices.entry(k).or_default() += n;
+        }
+    }
+}
+
+/// Forgets the counter changes of a transaction that is being rolled back.
+pub(super) fn discard_pending() {
+    PENDING.with(|pending| *pending.borrow_mut() = Deltas::default());
+}
+
+/// Applies the open transaction's summed counter changes; the writer calls it right
+/// before `COMMIT`, so they commit with the crash rows they count.
+pub(super) fn flush_pending(conn: &Connection) -> Result<(), StoreError> {
+    let deltas = PENDING.with(|pending| std::mem::take(&mut *pending.borrow_mut()));
+    let mut new_group_devices: HashMap<&str, i64> = HashMap::new();
+    for ((group, device), n) in &deltas.group_devices {
+        let crashes: i64 = conn
+            .prepare_cached(
+                "INSERT INTO group_devices (group_id, device, crashes) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO UPDATE SET crashes = crashes + excluded.crashes
+                 RETURNING crashes",
+            )?
+            .query_row(params![group, device, n], |row| row.get(0))?;
+        if crashes == *n {
+            *new_group_devices.entry(group).or_default() += 1;
+        }
+    }
+    for (group, (n, first, last)) in &deltas.groups {
+        let devices = new_group_devices.get(group.as_str()).copied().unwrap_or(0);
+        conn.prepare_cached(
+            "UPDATE groups SET count = count + ?2, devices = devices + ?3,
+                 first_seen = min(first_seen, ?4), last_seen = max(last_seen, ?5)
+             WHERE id = ?1",
+        )?
+        .execute(params![group, n, devices, first, last])?;
+    }
+    for ((group, hour), n) in &deltas.group_hours {
+        conn.prepare_cached(
+            "INSERT INTO group_hours (group_id, hour, crashes) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO UPDATE SET crashes = crashes + excluded.crashes",
+        )?
+        .execute(params![group, hour, n])?;
+    }
+    for ((group, release), n) in &deltas.group_releases {
+        conn.prepare_cached(
+            "INSERT INTO group_releases (group_id, release, crashes) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO UPDATE SET crashes = crashes + excluded.crashes",
+        )?
+        .execute(params![group, release, n])?;
+    }
+    for (release, (n, first, last)) in &deltas.releases {
+        conn.prepare_cached(
+            "INSERT INTO releases (name, crashes, devices, first_seen, last_seen)
+             VALUES (?1, ?2, 0, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET crashes = crashes + excluded.crashes,
+                 first_seen = min(coalesce(first_seen, excluded.first_seen), excluded.first_seen),
+                 last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen)",
+        )?
+        .execute(params![release, n, first, last])?;
+    }
+    for ((release, device), n) in &deltas.release_devices {
+        let crashes: i64 = conn
+            .prepare_cached(
+                "INSERT INTO release_devices (release, device, crashes) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO UPDATE SET crashes = crashes + excluded.crashes
+                 RETURNING crashes",
+            )?
+            .query_row(params![release, device, n], |row| row.get(0))?;
+        if crashes == *n {
+            conn.prepare_cached("UPDATE releases SET devices = devices + 1 WHERE name = ?1")?
+                .execute([release])?;
+        }
+    }
+    Ok(())
 }
 
 /// The counted parts of the crash `seq`, if it exists.

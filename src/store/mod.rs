@@ -39,6 +39,9 @@ pub use sentry::{SentryFileRow, SentryFileState};
 /// before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Prepared statements kept per connection: more than the store has.
+const STATEMENT_CACHE: usize = 128;
+
 /// The database file's name in the data dir.
 pub const DB_FILE: &str = "crashbox.db";
 
@@ -173,6 +176,9 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // rusqlite keeps 16 prepared statements by default; an insert alone uses a dozen,
+    // and a statement evicted is prepared again (tens of microseconds) on next use.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
     if tables == 0 {
         conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
@@ -188,11 +194,9 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA foreign_keys = ON;
          -- Deleted crash bytes are overwritten, not left in free pages.
          PRAGMA secure_delete = ON;
-         -- 32 MiB: the identity index and the group pages of a busy day stay cached.
-         PRAGMA cache_size = -32768;
-         -- The writer checkpoints between batches; this only bounds the WAL should
-         -- that fall behind (200 MiB).
-         PRAGMA wal_autocheckpoint = 50000;
+         -- The page cache stays at SQLite's 2 MiB default: measured with 32 MiB, intake
+         -- was 7% slower (the cache's bookkeeping grows with it; the pages it would
+         -- hold are in the OS page cache anyway).
          -- After a checkpoint the WAL file shrinks back to this (64 MiB) instead of
          -- keeping its largest size on disk.
          PRAGMA journal_size_limit = 67108864;",
@@ -269,7 +273,7 @@ impl Store {
     ) -> Result<Vec<Inserted>, StoreError> {
         self.inner
             .writer
-            .write(move |conn| crashes::insert(conn, crashes))
+            .write(move |conn| crashes::insert(conn, &crashes))
             .await
     }
 
@@ -908,7 +912,7 @@ mod tests {
             },
         );
         let good = store.inner.writer.submit(writer::Priority::Now, |conn| {
-            crashes::insert(conn, vec![crash("a", "s1", "d1", "r")])
+            crashes::insert(conn, &[crash("a", "s1", "d1", "r")])
         });
         assert!(rt.block_on(bad).unwrap().is_err());
         assert!(rt.block_on(good).unwrap().is_ok());
@@ -993,6 +997,45 @@ mod tests {
         assert!(rt.block_on(store.delete_crash(&id)).unwrap());
         assert!(!contains(&stored_bytes), "the record's bytes are gone");
         assert!(store.crash(&id).unwrap().is_none());
+        assert_eq!(store.audit().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn retention_gives_the_pages_back_to_the_file_system() {
+        let (dir, store) = open();
+        let rt = runtime();
+        let batch: Vec<NewCrash> = (0..300)
+            .map(|i| {
+                let noise: String = (0..32).map(|_| crate::util::random_hex(16)).collect();
+                NewCrash::new(
+                    format!("old-{i}"),
+                    1_000,
+                    None,
+                    None,
+                    filing("s1", &[]),
+                    noise.as_bytes(),
+                )
+                .unwrap()
+            })
+            .collect();
+        rt.block_on(store.insert_crashes(batch)).unwrap();
+        store.flush().unwrap();
+        let size = || std::fs::metadata(dir.path().join(DB_FILE)).unwrap().len();
+        let full = size();
+        let pruned = std::thread::scope(|s| {
+            s.spawn(|| store.prune_crashes_before(time::OffsetDateTime::now_utc()))
+                .join()
+                .unwrap()
+                .unwrap()
+        });
+        assert_eq!(pruned, 300);
+        store.flush().unwrap();
+        assert!(
+            size() < full / 2,
+            "{} bytes after pruning, {full} before",
+            size()
+        );
+        assert_eq!(store.group("g-s1").unwrap().unwrap().count, 0);
         assert_eq!(store.audit().unwrap(), vec![]);
     }
 

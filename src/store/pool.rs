@@ -80,6 +80,7 @@ pub(super) fn open_reader(path: &std::path::Path) -> Result<Connection, StoreErr
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(super::BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
     // 8 MiB of page cache per reader: the group indexes and a page of crashes fit.
     conn.execute_batch("PRAGMA cache_size = -8192; PRAGMA query_only = ON;")?;
     Ok(conn)

@@ -174,7 +174,7 @@ impl Store {
                 conn.prepare_cached(
                     "DELETE FROM sentry_files WHERE checksum = ?1 AND state = 'error'",
                 )?
-                .execute([checksum])?;
+                .execute([&checksum])?;
                 Ok(())
             })
             .await

@@ -2,10 +2,14 @@
 //!
 //! SQLite takes one writer at a time anyway; funnelling writes through one thread turns
 //! that into group commit. The thread takes the first job waiting, lingers
-//! [`LINGER`] for more, runs them all in one transaction (each inside its own
-//! savepoint, so a job that fails is rolled back alone and fails only its own caller),
-//! commits, and only then answers each job: a 2xx built on an answer means `COMMIT`
-//! returned, and with `synchronous=FULL` that means the WAL was fsynced.
+//! [`LINGER`] for more, runs them all in one transaction, commits, and only then answers
+//! each job: a 2xx built on an answer means `COMMIT` returned, and with
+//! `synchronous=FULL` that means the WAL was fsynced.
+//!
+//! A job that fails must fail only its own caller. Jobs run without savepoints first
+//! (a savepoint per job cost a tenth of the writer's throughput); when one fails, the
+//! whole transaction is rolled back and every job of the batch runs again, each in a
+//! savepoint of its own, so the failing one is undone alone. Jobs are `Fn` for that.
 //!
 //! Background jobs (re-symbolication, retention, vacuum) wait behind every waiting
 //! upload and run one per transaction, so they use the writer's idle time and delay an
@@ -30,10 +34,6 @@ const LINGER: Duration = Duration::from_millis(1);
 /// Bounds one transaction, so a flood cannot make one commit (and its answers) wait long.
 const MAX_BATCH: usize = 256;
 
-/// What a job hands back after running: called once the batch's `COMMIT` has succeeded
-/// (`Ok`) or failed (`Err` with the reason).
-type Finish = Box<dyn FnOnce(Result<(), &str>) + Send>;
-
 /// Whether a job is answered before background work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Priority {
@@ -47,63 +47,75 @@ pub(super) enum Priority {
 
 /// One unit of work for the writer.
 trait Job: Send {
-    /// Runs inside the batch's transaction, within a savepoint of its own.
-    fn run(self: Box<Self>, conn: &Connection) -> Finish;
-    /// The batch could not even start.
-    fn fail(self: Box<Self>, reason: &str);
+    /// Runs inside the batch's transaction and keeps the outcome; false when it failed.
+    /// May run again after the transaction was rolled back.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Runs within a savepoint of its own, so a failure undoes only this job's writes.
+    fn run_alone(&mut self, conn: &Connection);
+    /// Answers the caller once the batch's `COMMIT` succeeded (`Ok`) or failed.
+    fn finish(self: Box<Self>, committed: Result<(), &str>);
 }
 
 struct Typed<F, T> {
     work: F,
+    outcome: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<F, T> Typed<F, T>
+where
+    F: Fn(&Connection) -> Result<T, StoreError> + Send,
+{
+    /// The job's work; a panic is an error of this job, not the end of the writer.
+    fn attempt(&self, conn: &Connection) -> Result<T, StoreError> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| (self.work)(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Writer("a write panicked".into())))
+    }
 }
 
 impl<F, T> Job for Typed<F, T>
 where
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+    F: Fn(&Connection) -> Result<T, StoreError> + Send,
     T: Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> Finish {
-        let Typed { work, reply } = *self;
-        match in_savepoint(conn, work) {
-            Ok(value) => Box::new(move |committed: Result<(), &str>| {
-                let _ = reply.send(
-                    committed
-                        .map(|()| value)
-                        .map_err(|why| StoreError::Writer(format!("commit failed: {why}"))),
-                );
-            }),
-            Err(err) => Box::new(move |_| {
-                let _ = reply.send(Err(err));
-            }),
-        }
+    fn run(&mut self, conn: &Connection) -> bool {
+        let outcome = self.attempt(conn);
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
     }
 
-    fn fail(self: Box<Self>, reason: &str) {
-        let _ = self.reply.send(Err(StoreError::Writer(reason.to_owned())));
-    }
-}
-
-/// Runs `work` in a savepoint: its writes are kept if it succeeds and undone if it fails
-/// or panics, without touching the rest of the batch.
-fn in_savepoint<T>(
-    conn: &Connection,
-    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    conn.execute_batch("SAVEPOINT job")?;
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| work(conn)))
-        .unwrap_or_else(|_| Err(StoreError::Writer("a write panicked".into())));
-    match result {
-        Ok(value) => {
-            conn.execute_batch("RELEASE job")?;
-            Ok(value)
-        }
-        Err(err) => {
-            if let Err(undo) = conn.execute_batch("ROLLBACK TO job; RELEASE job") {
-                tracing::error!(error = %undo, "cannot roll back a failed write");
+    fn run_alone(&mut self, conn: &Connection) {
+        let outcome = match conn.execute_batch("SAVEPOINT job") {
+            Err(err) => Err(err.into()),
+            Ok(()) => {
+                let outcome = self.attempt(conn);
+                let close = if outcome.is_ok() {
+                    "RELEASE job"
+                } else {
+                    "ROLLBACK TO job; RELEASE job"
+                };
+                match conn.execute_batch(close) {
+                    Ok(()) => outcome,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot close a job's savepoint");
+                        Err(err.into())
+                    }
+                }
             }
-            Err(err)
-        }
+        };
+        self.outcome = Some(outcome);
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), &str>) {
+        let answer = match (self.outcome, committed) {
+            (Some(Err(err)), _) => Err(err),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (Some(Ok(_)), Err(why)) => Err(StoreError::Writer(format!("commit failed: {why}"))),
+            (None, Err(why)) => Err(StoreError::Writer(why.to_owned())),
+            (None, Ok(())) => Err(StoreError::Writer("the job did not run".into())),
+        };
+        let _ = self.reply.send(answer);
     }
 }
 
@@ -141,20 +153,25 @@ impl Writer {
         work: F,
     ) -> oneshot::Receiver<Result<T, StoreError>>
     where
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         // A send to a stopped thread drops the job and so its reply: the receiver then
         // reports the writer as gone.
-        let _ = self.jobs.send((priority, Box::new(Typed { work, reply })));
+        let job = Typed {
+            work,
+            outcome: None,
+            reply,
+        };
+        let _ = self.jobs.send((priority, Box::new(job)));
         answer
     }
 
     /// [`Writer::submit`] and wait, from an async task.
     pub(super) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
         self.submit(Priority::Now, work)
@@ -165,7 +182,7 @@ impl Writer {
     /// [`Writer::submit`] and wait, from a thread that may block (never the executor).
     pub(super) fn write_blocking<T, F>(&self, priority: Priority, work: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
         self.submit(priority, work)
@@ -194,8 +211,24 @@ impl Waiting {
     }
 }
 
-/// How often the writer copies the WAL into the database, between two batches.
+/// The writer copies the WAL into the database, between two batches, this often...
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// ...or sooner once the WAL holds this many pages (4 MiB): a checkpoint holds up the
+/// next batch for as long as it takes to copy and fsync them, so under a write load
+/// that touches many pages (crashes spread over many groups) smaller and more frequent
+/// checkpoints keep that pause short.
+const CHECKPOINT_PAGES: i32 = 1000;
+
+thread_local! {
+    /// Pages in the WAL after the writer's last commit (SQLite's WAL hook sets it); the
+    /// writer thread is the only one that commits on its connection.
+    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+fn count_wal_pages(_: &rusqlite::hooks::Wal, pages: std::os::raw::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.with(|n| n.set(pages));
+    Ok(())
+}
 
 /// Copies the WAL into the database. Run by the writer between batches, after their
 /// answers went out: a checkpoint on another connection races the writer and, under
@@ -211,9 +244,14 @@ fn checkpoint(conn: &Connection) {
 fn run(conn: &Connection, queue: &mpsc::Receiver<(Priority, Box<dyn Job>)>) {
     let mut waiting = Waiting::default();
     let mut checkpointed = Instant::now();
+    // Replaces SQLite's own autocheckpoint (which would run inside a commit, before its
+    // answers go out): the writer checkpoints itself, below.
+    conn.wal_hook(Some(count_wal_pages));
     loop {
-        if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+        let pages = WAL_PAGES.with(|n| n.get());
+        if pages >= CHECKPOINT_PAGES || (pages > 0 && checkpointed.elapsed() >= CHECKPOINT_EVERY) {
             checkpoint(conn);
+            WAL_PAGES.with(|n| n.set(0));
             checkpointed = Instant::now();
         }
         if waiting.now.is_empty() && waiting.background.is_empty() {
@@ -248,24 +286,41 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<(Priority, Box<dyn Job>)>) {
     }
 }
 
-fn commit_batch(conn: &Connection, batch: Vec<Box<dyn Job>>) {
-    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let reason = format!("cannot begin a transaction: {err}");
-        tracing::error!(error = %err, "store write batch refused");
-        for job in batch {
-            job.fail(&reason);
-        }
-        return;
-    }
-    let finishes: Vec<Finish> = batch.into_iter().map(|job| job.run(conn)).collect();
-    let committed = conn.execute_batch("COMMIT").map_err(|err| {
+fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
+    let committed = run_batch(conn, &mut batch).map_err(|err| {
         // A failed COMMIT may leave the transaction open; nothing of it stays.
         let _ = conn.execute_batch("ROLLBACK");
-        tracing::error!(error = %err, "store commit failed");
+        super::crashes::discard_pending();
+        tracing::error!(error = %err, "store write batch failed");
         err.to_string()
     });
-    tracing::trace!(jobs = finishes.len(), "store batch committed");
-    for finish in finishes {
-        finish(committed.as_ref().map(|_| ()).map_err(String::as_str));
+    tracing::trace!(jobs = batch.len(), "store batch committed");
+    for job in batch {
+        job.finish(committed.as_ref().map(|_| ()).map_err(String::as_str));
     }
+}
+
+/// One transaction over `batch`: every job without savepoints, and, if one fails, all
+/// of them again each in its own savepoint.
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    super::crashes::discard_pending();
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let mut all_ok = true;
+    for job in batch.iter_mut() {
+        if !job.run(conn) {
+            all_ok = false;
+            break;
+        }
+    }
+    if !all_ok {
+        super::crashes::discard_pending();
+        conn.execute_batch("ROLLBACK; BEGIN IMMEDIATE")?;
+        for job in batch.iter_mut() {
+            job.run_alone(conn);
+        }
+    }
+    // The counters the batch's inserts summed commit with them.
+    super::crashes::flush_pending(conn)?;
+    conn.execute_batch("COMMIT")?;
+    Ok(())
 }
