@@ -1158,3 +1158,83 @@ fn token_create_prints_the_dsn_on_stderr() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("DSN"));
 }
+
+/// The real binary killed (-9) right after an assemble answered `assembling`: the
+/// store holds the row, the restarted server resumes it and the file is stored.
+#[test]
+fn a_kill_9_during_an_assembly_is_resumed_by_the_next_start() {
+    let root = tempfile::tempdir().unwrap();
+    let server = crate::support::serve(root.path());
+    let token = crashbox::auth::TokenStore::open(&root.path().join("data"))
+        .unwrap()
+        .create(Scope::Upload)
+        .unwrap()
+        .token;
+    let agent = crate::support::agent();
+    let auth = format!("Bearer {token}");
+    // The largest corpus dSYM, so that its SymCache takes a while to build.
+    let bytes = std::fs::read(corpus(
+        "xcode-dsyms/3CD3E3CC-281E-3AF3-84EB-CDE6D56F0559.dSYM/Contents/Resources/DWARF/CrashLibiOS",
+    ))
+    .unwrap();
+    let checksum = sha1_hex(&bytes);
+    let boundary = "b0undary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file_gzip\"; filename=\"{checksum}\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(gzip(&bytes));
+    body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let reply = agent
+        .post(format!(
+            "{}/api/0/organizations/o/chunk-upload/",
+            server.url
+        ))
+        .header("Authorization", &auth)
+        .header(
+            "Content-Type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 200);
+    let request = json!({ &checksum: {"name": "CrashLibiOS", "chunks": [&checksum]} });
+    let assemble = |url: &str| -> Value {
+        let reply = agent
+            .post(format!("{url}/api/0/projects/o/p/files/difs/assemble/"))
+            .header("Authorization", &auth)
+            .send(request.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(reply.status().as_u16(), 200);
+        let body: Value =
+            serde_json::from_str(&reply.into_body().read_to_string().unwrap()).unwrap();
+        body[&checksum].clone()
+    };
+    assert_eq!(assemble(&server.url)["state"], "assembling");
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(server);
+    {
+        let store = crashbox::store::Store::open(&root.path().join("data")).unwrap();
+        let rows = store.sentry_files(std::slice::from_ref(&checksum)).unwrap();
+        assert_eq!(rows.len(), 1, "the assemble state outlived the kill");
+        if rows[0].state != crashbox::store::SentryFileState::Assembling {
+            eprintln!("note: the assembly finished before the kill; the resume ran idle");
+        }
+    }
+    let server = crate::support::serve(root.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let entry = loop {
+        let entry = assemble(&server.url);
+        if entry["state"] != "assembling" || Instant::now() > deadline {
+            break entry;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(entry["state"], "ok", "{entry}");
+    assert_eq!(
+        entry["dif"]["debugId"],
+        "3cd3e3cc-281e-3af3-84eb-cde6d56f0559"
+    );
+}
