@@ -1,6 +1,9 @@
 //! The façade HTTP handlers call. It owns the store, the debug-file store, the tokens
 //! and the metrics, and decides where work runs: CPU-heavy symbolic work goes to the
-//! blocking pool behind a semaphore, never onto the async executor.
+//! blocking pool behind a semaphore, never onto the async executor. The Sentry
+//! compatibility work (chunks, assembles, envelopes) is in [`sentry`].
+
+pub mod sentry;
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -67,6 +70,8 @@ struct Inner {
     /// Wakes the background worker (re-symbolication, retention). Dropping it with
     /// the last `App` stops the worker.
     worker: Mutex<mpsc::Sender<()>>,
+    /// sentry-cli chunks, running assemblies and the envelope rate limits.
+    sentry: sentry::SentryState,
 }
 
 impl App {
@@ -91,6 +96,10 @@ impl App {
             debug_files.clone(),
             config.symcache_cache_bytes,
         ));
+        let sentry = sentry::SentryState::open(&config).map_err(|source| StartError::DsymsDir {
+            path: config.dsyms_dir.join("chunks"),
+            source,
+        })?;
         let (wake, wakeups) = mpsc::channel();
         spawn_worker(
             store.clone(),
@@ -112,6 +121,7 @@ impl App {
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 ),
                 worker: Mutex::new(wake),
+                sentry,
             }),
         })
     }
@@ -119,13 +129,23 @@ impl App {
     /// Stores one crash report upload (several crashes for a MetricKit payload). When
     /// this returns `Ok`, the crashes are on disk.
     pub async fn ingest_crash(&self, bytes: bytes::Bytes) -> Result<Vec<Inserted>, IntakeError> {
+        self.ingest_crash_as(None, bytes).await
+    }
+
+    /// [`App::ingest_crash`] for a report whose format the caller knows.
+    pub async fn ingest_crash_as(
+        &self,
+        format: Option<crate::report::ReportFormat>,
+        bytes: bytes::Bytes,
+    ) -> Result<Vec<Inserted>, IntakeError> {
         let this = self.clone();
         let result = async {
             let _slot = self.inner.intake_slots.acquire().await;
             let small = bytes.len() <= INLINE_INTAKE_BYTES;
             let prepare = move || {
                 let inner = &this.inner;
-                let records = intake::prepare(
+                let records = intake::prepare_as(
+                    format,
                     &bytes,
                     &inner.config.parse_limits(),
                     &inner.secret,

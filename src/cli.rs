@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Scope, TokenStore};
 use crate::client::{Client, ClientError};
-use crate::config::{parse_byte_size, parse_duration, Config, ConnectionLimits};
+use crate::config::{parse_byte_size, parse_duration, Config, ConnectionLimits, SentryConfig};
 use crate::debug_files::IngestLimits;
 use crate::telemetry::{self, LogFormat};
 
@@ -153,6 +153,47 @@ struct ServeArgs {
     /// Connections served at once; more wait in the listen backlog.
     #[arg(long, env = "CRASHBOX_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
+    /// Where people and devices reach this server (DSNs, links); default
+    /// http://<listen address>.
+    #[arg(long, env = "CRASHBOX_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Chunk size sentry-cli is told to upload in (a power of two, e.g. 8MiB).
+    #[arg(long, env = "CRASHBOX_SENTRY_CHUNK_SIZE", default_value = "8MiB", value_parser = parse_chunk_size)]
+    sentry_chunk_size: u64,
+    /// Leave `debug_files` out of the upload options, so sentry-cli 2.x uses its legacy
+    /// zip upload (3.x always uses chunks).
+    #[arg(long, env = "CRASHBOX_SENTRY_LEGACY_UPLOAD", value_parser = clap::builder::BoolishValueParser::new())]
+    sentry_legacy_upload: bool,
+    /// Uploaded sentry-cli chunks no assemble claims are deleted once this old.
+    #[arg(long, env = "CRASHBOX_SENTRY_CHUNK_EXPIRY", default_value = "1h", value_parser = parse_duration)]
+    sentry_chunk_expiry: Duration,
+    /// SDK envelopes per minute per ingest token (0: no limit).
+    #[arg(
+        long,
+        env = "CRASHBOX_SENTRY_RATE_PER_TOKEN",
+        default_value_t = 120_000
+    )]
+    sentry_rate_per_token: u32,
+    /// SDK envelopes per minute per source address (0: no limit).
+    #[arg(long, env = "CRASHBOX_SENTRY_RATE_PER_ADDRESS", default_value_t = 600)]
+    sentry_rate_per_address: u32,
+    /// Largest SDK envelope body as sent, compressed (e.g. 20MiB).
+    #[arg(long, env = "CRASHBOX_MAX_ENVELOPE_SIZE", default_value = "20MiB", value_parser = parse_byte_size)]
+    max_envelope_size: u64,
+    /// Most an SDK envelope may decompress to (e.g. 200MiB).
+    #[arg(long, env = "CRASHBOX_MAX_ENVELOPE_DECOMPRESSED_SIZE", default_value = "200MiB", value_parser = parse_byte_size)]
+    max_envelope_decompressed_size: u64,
+}
+
+/// A sentry-cli chunk size: a power of two (sentry-cli 2.x requires it), 4 KiB to 256 MiB.
+fn parse_chunk_size(text: &str) -> Result<u64, String> {
+    let size = parse_byte_size(text)?;
+    if !size.is_power_of_two() || !(4 << 10..=256 << 20).contains(&size) {
+        return Err(format!(
+            "`{text}` is no power of two between 4KiB and 256MiB"
+        ));
+    }
+    Ok(size)
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +209,10 @@ enum TokenCommand {
         /// Who the token is for (e.g. "ios-ci"): shown by `token list` and in activity.
         #[arg(long)]
         name: Option<String>,
+        /// Where devices reach the server: an ingest token's DSN is built from it.
+        /// Default: http://<CRASHBOX_LISTEN, else 127.0.0.1:8080>.
+        #[arg(long, env = "CRASHBOX_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// List tokens: short id, scope, name, creation time. Never the secrets.
     List {
@@ -214,8 +259,9 @@ pub fn main() -> ExitCode {
                     data_dir,
                     scope,
                     name,
+                    public_url,
                 },
-        } => token_create(data_dir, scope, name.as_deref()),
+        } => token_create(data_dir, scope, name.as_deref(), public_url),
         Command::Token {
             command: TokenCommand::List { data_dir },
         } => token_list(data_dir),
@@ -342,6 +388,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         body_grace: args.body_grace,
         max_connections: args.max_connections.max(1),
     };
+    config.public_url = args.public_url;
+    config.sentry = SentryConfig {
+        chunk_size: args.sentry_chunk_size,
+        accept_debug_files: !args.sentry_legacy_upload,
+        chunk_expiry: args.sentry_chunk_expiry,
+        rate_per_token: args.sentry_rate_per_token,
+        rate_per_address: args.sentry_rate_per_address,
+        max_envelope_bytes: args.max_envelope_size,
+        max_envelope_decompressed_bytes: args.max_envelope_decompressed_size,
+    };
     if let Some(workers) = args.conversion_workers {
         config.conversion_workers = workers.max(1);
     }
@@ -372,11 +428,35 @@ fn default_cache_dir() -> Option<PathBuf> {
         .map(|base| base.join("crashbox"))
 }
 
-fn token_create(data_dir: PathBuf, scope: Scope, name: Option<&str>) -> ExitCode {
+fn token_create(
+    data_dir: PathBuf,
+    scope: Scope,
+    name: Option<&str>,
+    public_url: Option<String>,
+) -> ExitCode {
     let created = TokenStore::open(&data_dir).and_then(|tokens| tokens.create_named(scope, name));
     match created {
         Ok(token) => {
             println!("created {} token: {}", token.scope, token.token);
+            if scope == Scope::Ingest {
+                // stdout stays one line ending in the token; the DSN is for people.
+                let public_url = public_url.unwrap_or_else(|| {
+                    let listen = std::env::var("CRASHBOX_LISTEN")
+                        .unwrap_or_else(|_| "127.0.0.1:8080".to_owned());
+                    format!("http://{listen}")
+                });
+                if public_url.contains("://0.0.0.0") || public_url.contains("://[::]") {
+                    eprintln!("crashbox: devices cannot reach {public_url}; pass --public-url");
+                }
+                match crate::sentry::dsn(&public_url, &token.token) {
+                    Some(dsn) => {
+                        eprintln!("Sentry SDK DSN (SentrySDK.start {{ $0.dsn = \"…\" }}): {dsn}")
+                    }
+                    None => {
+                        eprintln!("crashbox: no DSN: --public-url `{public_url}` is no http(s) URL")
+                    }
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -35,6 +35,55 @@ pub struct Config {
     pub symcache_cache_bytes: usize,
     /// What one connection may cost: see [`ConnectionLimits`].
     pub connections: ConnectionLimits,
+    /// Where people and devices reach the server (DSNs are built from it); `None`
+    /// means `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// The Sentry-compatible routes: see [`SentryConfig`].
+    pub sentry: SentryConfig,
+}
+
+/// Knobs of the Sentry-compatible routes (sentry-cli uploads, SDK envelopes).
+#[derive(Debug, Clone, Copy)]
+pub struct SentryConfig {
+    /// Chunk size sentry-cli is told to use, a power of two. Small values let a test
+    /// reach the multi-chunk path with a small file.
+    pub chunk_size: u64,
+    /// Whether the upload options list `debug_files` in `accept`. Without it,
+    /// sentry-cli 2.x takes the legacy zip upload (`files/dsyms/`); 3.x has no legacy
+    /// path and uses chunks either way.
+    pub accept_debug_files: bool,
+    /// Uploaded chunks that no assemble claims are deleted once this old.
+    pub chunk_expiry: Duration,
+    /// Envelopes (and `store` events) per minute per ingest token; 0 = no limit.
+    pub rate_per_token: u32,
+    /// Envelopes per minute per source address; 0 = no limit.
+    pub rate_per_address: u32,
+    /// Largest envelope body as sent (compressed), in bytes.
+    pub max_envelope_bytes: u64,
+    /// Most bytes an envelope may decompress to, items skipped included: bounds a
+    /// compression bomb.
+    pub max_envelope_decompressed_bytes: u64,
+}
+
+impl Default for SentryConfig {
+    fn default() -> Self {
+        SentryConfig {
+            // Sentry's own: 8 MiB chunks, 32 MiB requests.
+            chunk_size: 8 << 20,
+            accept_debug_files: true,
+            chunk_expiry: Duration::from_secs(3600),
+            // One app's launch-day crash storm shares one token: 2,000 a second is
+            // more than this server stores, so the limit only stops floods.
+            rate_per_token: 120_000,
+            // A device sends a crash and a session or two per launch; a crash loop
+            // relaunches every few seconds. Ten a second per address leaves room for
+            // many devices behind one NAT.
+            rate_per_address: 600,
+            max_envelope_bytes: 20 << 20,
+            // Relay's default.
+            max_envelope_decompressed_bytes: 200 << 20,
+        }
+    }
 }
 
 /// Bounds on connections, so slow or idle clients cannot hold the server's sockets,
@@ -86,11 +135,21 @@ impl Default for Config {
             retention_days: 90,
             symcache_cache_bytes: 1 << 30,
             connections: ConnectionLimits::default(),
+            public_url: None,
+            sentry: SentryConfig::default(),
         }
     }
 }
 
 impl Config {
+    /// Where people and devices reach the server, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
     /// What one crash report may make the parser do.
     pub fn parse_limits(&self) -> crate::report::ParseLimits {
         crate::report::ParseLimits {

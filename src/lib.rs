@@ -14,6 +14,8 @@
 //! - [`debug_files`]: the debug-file store. It walks uploads without trusting them
 //!   (zips, fat Mach-O, ELF, Breakpad), indexes each object by debug id and arch, and
 //!   converts it once to a SymCache under the dsyms dir.
+//! - [`sentry`]: the Sentry protocols without HTTP: sentry-cli's chunks and assembled
+//!   files, SDK envelopes, rate limits.
 //! - [`app`]: the façade the HTTP handlers call; `Clone` over `Arc`s.
 //! - [`http`]: the router, thin handlers and the one error-to-status map.
 //! - [`metrics`]: Prometheus counters and histograms.
@@ -34,6 +36,7 @@ pub mod release;
 pub mod render;
 pub mod report;
 pub mod scrub;
+pub mod sentry;
 pub mod server;
 pub mod store;
 pub mod symbolicate;

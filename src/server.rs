@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::service::{TowerToHyperService, TowerToHyperServiceFuture};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -60,6 +60,7 @@ pub async fn run(
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "crashbox listening on http://{addr}");
+    app.start_sentry_background();
     let limits = app.config().connections;
     let router = crate::http::router(app.clone());
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -77,9 +78,9 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors or a connection reset before accept:
                     // wait a little rather than spin, as axum::serve does.
@@ -92,7 +93,10 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
-        let service = TowerToHyperService::new(router.clone());
+        let service = WithPeer {
+            service: TowerToHyperService::new(router.clone()),
+            peer,
+        };
         // No upgrades: crashbox serves no WebSocket or CONNECT route.
         let connection = builder.serve_connection(io, service);
         let connection = graceful.watch(connection);
@@ -111,9 +115,32 @@ pub async fn run(
     Ok(())
 }
 
+/// The router, with each request told its connection's peer address
+/// (`axum::extract::ConnectInfo`): the per-address rate limit of the SDK routes reads it.
+#[derive(Clone)]
+struct WithPeer {
+    service: TowerToHyperService<axum::Router>,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for WithPeer {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = TowerToHyperServiceFuture<axum::Router, hyper::Request<hyper::body::Incoming>>;
+
+    fn call(&self, mut request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        hyper::service::Service::call(&self.service, request)
+    }
+}
+
 /// Binds `config.listen` and serves until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listen: SocketAddr = config.listen;
+    // Where DSNs and links point; a wrong one shows here rather than in an app's logs.
+    tracing::info!(public_url = %config.public_url(), "public URL (Sentry DSNs point here)");
     let app = tokio::task::spawn_blocking(move || prepare(config)).await??;
     let listener = TcpListener::bind(listen).await?;
     run(listener, app, shutdown_signal()).await?;

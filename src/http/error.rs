@@ -6,10 +6,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::app::sentry::EnvelopeIngestError;
 use crate::app::Denied;
 use crate::debug_files::IngestError;
 use crate::intake::IntakeError;
 use crate::report::ParseErrorKind;
+use crate::sentry::chunks::ChunkError;
+use crate::sentry::envelope::EnvelopeError;
 use crate::store::StoreError;
 
 /// An error on its way to the client.
@@ -177,6 +180,36 @@ impl From<IngestError> for ApiError {
             code: err.code(),
             message: err.to_string(),
             details,
+        }
+    }
+}
+
+impl From<ChunkError> for ApiError {
+    fn from(err: ChunkError) -> Self {
+        match err {
+            ChunkError::Io(_) => ApiError::internal(err),
+            // sentry-cli prints the message; Sentry answers these with 400.
+            err => ApiError::bad_request(err.code(), err.to_string()),
+        }
+    }
+}
+
+impl From<EnvelopeError> for ApiError {
+    fn from(err: EnvelopeError) -> Self {
+        let status = match err {
+            EnvelopeError::Encoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            EnvelopeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            EnvelopeError::Decompress(_) | EnvelopeError::Malformed(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, err.code(), err.to_string())
+    }
+}
+
+impl From<EnvelopeIngestError> for ApiError {
+    fn from(err: EnvelopeIngestError) -> Self {
+        match err {
+            EnvelopeIngestError::Envelope(err) => err.into(),
+            EnvelopeIngestError::Intake(err) => err.into(),
         }
     }
 }

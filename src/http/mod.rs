@@ -8,6 +8,7 @@ mod dsyms;
 mod error;
 pub mod limits;
 mod ops;
+mod sentry;
 
 use std::time::Instant;
 
@@ -48,6 +49,42 @@ pub fn router(app: App) -> Router {
             get(crashes::get).delete(crashes::delete),
         )
         .route("/api/v1/crashes/{id}/apple", get(crashes::get_apple))
+        // sentry-cli (CI) and Sentry SDKs (devices); `http::sentry` has the details.
+        .route(
+            "/api/0/organizations/{org}/chunk-upload/",
+            get(sentry::chunk_options)
+                .post(sentry::put_chunks)
+                // Chunks are bounded one by one in the handler.
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/0/projects/{org}/{project}/files/difs/assemble/",
+            post(sentry::assemble),
+        )
+        .route(
+            "/api/0/projects/{org}/{project}/files/dsyms/unknown/",
+            get(sentry::legacy_unknown),
+        )
+        .route(
+            "/api/0/projects/{org}/{project}/files/dsyms/",
+            post(sentry::legacy_upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/0/projects/{org}/{project}/files/dsyms/associate/",
+            post(sentry::legacy_not_supported),
+        )
+        .route(
+            "/api/0/projects/{org}/{project}/reprocessing/",
+            post(sentry::legacy_not_supported),
+        )
+        .route(
+            "/api/{project_id}/envelope/",
+            post(sentry::envelope).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/{project_id}/store/",
+            post(sentry::store).layer(DefaultBodyLimit::disable()),
+        )
         .fallback(ops::not_found)
         .layer(middleware::from_fn_with_state(
             app.clone(),

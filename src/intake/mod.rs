@@ -178,7 +178,23 @@ pub fn prepare(
     source: &dyn DebugFileSource,
     now: time::OffsetDateTime,
 ) -> Result<Vec<CrashRecord>, ParseError> {
-    let reports = report::parse(bytes, limits)?;
+    prepare_as(None, bytes, limits, secret, source, now)
+}
+
+/// [`prepare`] for a report whose format the caller knows (an SDK envelope's event is
+/// Sentry event JSON whatever its text mentions); `None` detects it from the content.
+pub fn prepare_as(
+    format: Option<report::ReportFormat>,
+    bytes: &[u8],
+    limits: &ParseLimits,
+    secret: &[u8],
+    source: &dyn DebugFileSource,
+    now: time::OffsetDateTime,
+) -> Result<Vec<CrashRecord>, ParseError> {
+    let reports = match format {
+        Some(format) => report::parse_as(format, bytes, limits)?,
+        None => report::parse(bytes, limits)?,
+    };
     let received_at = now
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
@@ -433,7 +449,7 @@ mod store_tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(V1_DATABASE, dir.path().join(crate::store::DB_FILE)).unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), 3);
         // The .crash is a retry of the v1 .ips (same incident): stored once.
         let mut expected = fixture_records();
         let mut seen = std::collections::HashSet::new();

@@ -171,6 +171,36 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
     at
 }
 
+pub use sentry::EventHead as SentryEventHead;
+
+/// A Sentry event's id and whether it is a crash (see [`SentryEventHead`]), read with
+/// the size, UTF-8, depth and value bounds of a full parse.
+pub fn sentry_event_head(
+    bytes: &[u8],
+    limits: &ParseLimits,
+) -> Result<SentryEventHead, ParseError> {
+    let format = Some(ReportFormat::SentryEvent);
+    if bytes.len() > limits.max_bytes {
+        return Err(ParseError::new(
+            format,
+            ParseErrorKind::TooLarge,
+            format!(
+                "the event is {} bytes, over the limit of {}",
+                bytes.len(),
+                limits.max_bytes
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|err| {
+        ParseError::new(
+            format,
+            ParseErrorKind::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", err.valid_up_to()),
+        )
+    })?;
+    sentry::head(text, limits)
+}
+
 /// Parses one upload into its crash reports: one for most formats, several for a
 /// MetricKit payload. Caps are applied and noted in each report's `notes`.
 pub fn parse(bytes: &[u8], limits: &ParseLimits) -> Result<Vec<CrashReport>, ParseError> {

@@ -141,6 +141,33 @@ pub fn parse(text_in: &str, limits: &ParseLimits) -> Result<CrashReport, ParseEr
     Ok(report)
 }
 
+/// What the envelope endpoint needs to know about an event before the intake sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventHead {
+    /// The payload's own `event_id`, if it has one.
+    pub event_id: Option<String>,
+    /// A crash: level `fatal`, or an exception whose mechanism says `handled: false`.
+    /// DESIGN.md stores only these; handled errors and messages are counted.
+    pub crash: bool,
+}
+
+/// Reads an event's id and whether it is a crash, with the same depth and value bounds
+/// as parsing it.
+pub fn head(text_in: &str, limits: &ParseLimits) -> Result<EventHead, ParseError> {
+    let event = parse_value(text_in, FORMAT, limits)?;
+    if !event.is_object() {
+        return Err(invalid("the event is not a JSON object"));
+    }
+    let fatal = text(&event, "level").is_some_and(|l| l.eq_ignore_ascii_case("fatal"));
+    let unhandled = array(event.get("exception").unwrap_or(&Value::Null), "values")
+        .iter()
+        .any(|e| e.pointer("/mechanism/handled") == Some(&Value::Bool(false)));
+    Ok(EventHead {
+        event_id: text(&event, "event_id"),
+        crash: fatal || unhandled,
+    })
+}
+
 fn invalid(message: impl Into<String>) -> ParseError {
     ParseError::new(Some(FORMAT), ParseErrorKind::Invalid, message)
 }
@@ -258,6 +285,28 @@ mod tests {
             Some("NSInvalidArgumentException")
         );
         assert_eq!(report.crashed_thread, Some(0));
+    }
+
+    #[test]
+    fn crashes_are_fatal_or_unhandled() {
+        let limits = ParseLimits::default();
+        for (event, crash) in [
+            (r#"{"level":"fatal"}"#, true),
+            (
+                r#"{"exception":{"values":[{"mechanism":{"handled":false}}]}}"#,
+                true,
+            ),
+            (
+                r#"{"level":"error","exception":{"values":[{"mechanism":{"handled":true}}]}}"#,
+                false,
+            ),
+            (r#"{"message":"hello","level":"info"}"#, false),
+        ] {
+            assert_eq!(head(event, &limits).unwrap().crash, crash, "{event}");
+        }
+        assert!(head("[1]", &limits).is_err());
+        let deep = "[".repeat(5000);
+        assert!(head(&deep, &limits).is_err());
     }
 
     #[test]

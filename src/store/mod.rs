@@ -20,6 +20,7 @@ mod crashes;
 mod debug_files;
 mod pool;
 mod schema;
+mod sentry;
 mod writer;
 
 use std::collections::BTreeSet;
@@ -32,6 +33,7 @@ use writer::Priority;
 
 pub use crashes::{Filing, Inserted, Mismatch, NeededDebugFile, NewCrash, Refiling, StoredCrash};
 pub use debug_files::{DebugFileFilter, DebugFileRow};
+pub use sentry::{SentryFileRow, SentryFileState};
 
 /// How long a connection waits for a lock (a checkpoint, another process's backup)
 /// before giving up.

@@ -144,11 +144,34 @@ INSERT INTO group_hours (group_id, hour, crashes)
     SELECT group_id, received_at / 3600000, count(*) FROM crashes GROUP BY group_id, received_at / 3600000;
 "#;
 
+/// v3: the state of `sentry-cli debug-files upload`'s assembles, one row per file (the
+/// SHA-1 of its bytes). A row is written before the assembly starts, so a restart
+/// resumes it; an `ok` row stays, so the same file uploaded again answers `ok` at once
+/// and the 2.x legacy path can tell which checksums it already has. Chunk bytes are
+/// files in the dsyms dir, not rows.
+const V3: &str = r#"
+CREATE TABLE sentry_files (
+    -- SHA-1 of the whole file, lowercase hex: sentry-cli's name for it.
+    checksum TEXT PRIMARY KEY,
+    -- 'assembling', 'ok' or 'error'.
+    state TEXT NOT NULL,
+    name TEXT NOT NULL,
+    debug_id TEXT,
+    -- JSON array of the chunks' SHA-1s, in file order.
+    chunks TEXT NOT NULL,
+    detail TEXT,
+    -- JSON the caller owns: what sentry-cli is told about the file once 'ok'.
+    dif TEXT,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sentry_files_assembling ON sentry_files (state) WHERE state = 'assembling';
+"#;
+
 /// Every migration, oldest first.
 pub(super) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
 }
 
 /// The schema version today's code writes.
 #[cfg(test)]
-pub(super) const LATEST: usize = 2;
+pub(super) const LATEST: usize = 3;

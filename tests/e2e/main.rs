@@ -7,6 +7,7 @@ mod dsyms;
 mod hostile;
 mod ops;
 mod privacy;
+mod sentry;
 mod store;
 mod support;
 mod symbolication;

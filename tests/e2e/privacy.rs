@@ -21,6 +21,8 @@ const PASSWORD: &str = "hunter2pass";
 const PHONE: &str = "+1 415 555 0132";
 const CARD: &str = "4111 1111 1111 1111";
 const SECRET_HEX: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+const SERVER_NAME: &str = "janes-macbook-pro.local";
+const DEVICE_NAME: &str = "Jane Appleseed's iPhone";
 
 fn needles() -> Vec<&'static str> {
     vec![
@@ -38,6 +40,8 @@ fn needles() -> Vec<&'static str> {
         PHONE,
         CARD,
         SECRET_HEX,
+        SERVER_NAME,
+        DEVICE_NAME,
     ]
 }
 
@@ -125,6 +129,44 @@ fn planted_sentry() -> Vec<u8> {
     serde_json::to_vec(&event).unwrap()
 }
 
+/// What a Sentry SDK adds about the host (user, IP, server name, device name,
+/// breadcrumbs, tags), in an envelope beside a session and an attachment.
+fn planted_envelope() -> (Value, Vec<u8>) {
+    let mut event: Value = serde_json::from_slice(&planted_sentry()).unwrap();
+    event["event_id"] = json!("0b1d1e551de54b1db1d5c0ffee000004");
+    event["level"] = json!("fatal");
+    event["server_name"] = json!(SERVER_NAME);
+    event["user"] = json!({"id": USER, "email": EMAIL, "ip_address": IPV4, "username": USER});
+    event["contexts"]["device"]["name"] = json!(DEVICE_NAME);
+    event["contexts"]["device"]["id"] = json!(IDFV);
+    event["request"] = json!({"env": {"REMOTE_ADDR": IPV6}, "headers": {"Authorization": format!("Bearer {TOKEN}")}});
+    event["breadcrumbs"] =
+        json!({"values": [{"message": dirty_text(), "data": {"phone": PHONE, "card": CARD}}]});
+    event["tags"] = json!({"host": SERVER_NAME, "user": USER});
+    event["extra"] =
+        json!({"boot": BOOT_SESSION, "key": SECRET_HEX, "reporter": CRASH_REPORTER_KEY});
+    let payload = event.to_string();
+    let session = json!({"sid": INCIDENT, "did": EMAIL, "status": "crashed", "init": true,
+                         "attrs": {"release": "com.crashbox.fixture@1.0+1", "ip_address": IPV4}})
+    .to_string();
+    let attachment = dirty_text();
+    let mut body =
+        json!({"event_id": event["event_id"], "sdk": {"name": "sentry.cocoa"}}).to_string();
+    for (ty, item) in [
+        ("event", &payload),
+        ("session", &session),
+        ("attachment", &attachment),
+    ] {
+        body.push('\n');
+        body.push_str(&json!({"type": ty, "length": item.len()}).to_string());
+        body.push('\n');
+        body.push_str(item);
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, body.as_bytes()).unwrap();
+    (event, gz.finish().unwrap())
+}
+
 fn planted_crashbox() -> Vec<u8> {
     serde_json::to_vec(&json!({
         "crashbox": 1,
@@ -201,6 +243,47 @@ fn planted_identifiers_never_reach_api_logs_or_disk() {
             }
         }
     }
+    // A Sentry SDK envelope, keyed by an ingest token as its DSN.
+    let ingest = crashbox::auth::TokenStore::open(&root.path().join("data"))
+        .unwrap()
+        .create(crashbox::auth::Scope::Ingest)
+        .unwrap()
+        .token;
+    let (event, envelope) = planted_envelope();
+    for _ in 0..2 {
+        let response = agent
+            .post(format!("{}/api/1/envelope/", server.url))
+            .header(
+                "X-Sentry-Auth",
+                &format!("Sentry sentry_version=7,sentry_key={ingest}"),
+            )
+            .header("Content-Encoding", "gzip")
+            .send(&envelope[..])
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        api_output.push_str(&response.into_body().read_to_string().unwrap());
+    }
+    // The same event again names the crash the envelope stored.
+    let (status, answer) = call(
+        "POST",
+        "/api/v1/crashes",
+        Some(event.to_string().as_bytes()),
+    );
+    assert_eq!(status, 200, "the envelope stored it: {answer}");
+    let id = serde_json::from_str::<Value>(&answer).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in [
+        format!("/api/v1/crashes/{id}"),
+        format!("/api/v1/crashes/{id}/apple"),
+    ] {
+        let (status, text) = call("GET", &path, None);
+        assert_eq!(status, 200, "{path}");
+        api_output.push_str(&text);
+    }
+    api_output.push_str(&call("GET", "/metrics", None).1);
+
     for path in ["/api/v1/dsyms?missing=true", "/api/v1/dsyms"] {
         api_output.push_str(&call("GET", path, None).1);
     }
@@ -260,6 +343,6 @@ fn planted_identifiers_never_reach_api_logs_or_disk() {
             }
         }
     }
-    assert!(records >= 5, "only {records} crash records decoded");
+    assert!(records >= 6, "only {records} crash records decoded");
     assert!(leaks.is_empty(), "{leaks:#?}");
 }

@@ -55,13 +55,18 @@ pub fn spawn_app() -> TestApp {
 
 /// Starts a server whose config `tweak` may change (limits, mostly).
 pub fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_in(tempfile::tempdir().unwrap(), tweak)
+}
+
+/// Starts a server over `root` (`data/`, `dsyms/`), which may hold an earlier
+/// server's store: a restart.
+pub fn spawn_app_in(root: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestApp {
     static LOGS: Once = Once::new();
     LOGS.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
             crashbox::telemetry::init(crashbox::telemetry::LogFormat::Text);
         }
     });
-    let root = tempfile::tempdir().unwrap();
     let mut config = Config {
         data_dir: root.path().join("data"),
         dsyms_dir: root.path().join("dsyms"),
@@ -103,6 +108,76 @@ pub fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 impl TestApp {
+    /// Stops the server (gracefully) and hands back its directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.shut_down();
+        let root = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.root, root)
+    }
+
+    fn shut_down(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// A request with extra headers; the body is sent when given.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        self.request_full(method, path, headers, body).0
+    }
+
+    /// [`TestApp::request`], also handing back the answer's headers.
+    pub fn request_full(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> (Reply, ureq::http::HeaderMap) {
+        let url = format!("{}{path}", self.url);
+        let result = match (method, body) {
+            ("GET", _) => {
+                let mut req = self.agent.get(url);
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                req.call()
+            }
+            (_, body) => {
+                let mut req = self.agent.post(url);
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                req.send(body.unwrap_or_default())
+            }
+        };
+        let response = result.expect("transport error");
+        let answer_headers = response.headers().clone();
+        (reply(Ok(response)), answer_headers)
+    }
+
+    /// The value of one Prometheus sample from `/metrics`, e.g.
+    /// `crashbox_sentry_events_total{outcome="crash"}`; 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let text = self.get("/metrics", None).body;
+        let text = text.as_str().unwrap_or_default();
+        text.lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == sample).then(|| value.parse().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.root.path().join("data")
     }
@@ -183,12 +258,7 @@ pub fn reply(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> R
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.shut_down();
     }
 }
 
