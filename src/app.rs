@@ -337,8 +337,11 @@ impl App {
     }
 
     /// Flushes the store; called once the server has stopped taking requests.
-    pub fn shutdown(&self) -> Result<(), StoreError> {
-        self.inner.store.flush()
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .unwrap_or_else(|join| Err(StoreError::Task(join.to_string())))
     }
 
     /// Where upload bodies are spooled.

@@ -111,7 +111,7 @@ pub async fn run(
     drop(listener);
     graceful.shutdown().await;
     tracing::info!("shutting down: flushing the store");
-    app.shutdown().map_err(io::Error::other)?;
+    app.shutdown().await.map_err(io::Error::other)?;
     Ok(())
 }
 

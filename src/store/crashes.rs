@@ -2,9 +2,11 @@
 //! seen), per-group releases, devices and hours, releases, and the missing-debug-file
 //! list. [`add_counts`] and [`remove_counts`] are exact inverses and run in the same
 //! transaction as the crash row they account for, so a kill at any moment leaves the
-//! counters equal to a recount ([`audit`]). Inserts sum their counter changes per row
-//! over the writer's whole transaction ([`Deltas`]) and apply them just before it
-//! commits ([`flush_pending`]).
+//! counters equal to a recount ([`audit`]). Inserts take a second path to the same
+//! counters: they sum their changes per row over the writer's whole transaction
+//! ([`Deltas`], plus [`add_missing`] at once) and apply them just before it commits
+//! ([`flush_pending`]). The two add paths must count the same rows; `audit` after the
+//! tests' inserts, refiles and deletes holds them to it.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -449,7 +451,7 @@ thread_local! {
 /// instead of one per crash.
 #[derive(Default)]
 pub(super) struct Deltas {
-    /// count, first seen, last seen, signature (for a group made by this batch).
+    /// count, first seen, last seen.
     groups: HashMap<String, (i64, i64, i64)>,
     group_devices: HashMap<(String, Vec<u8>), i64>,
     group_hours: HashMap<(String, i64), i64>,
@@ -711,10 +713,13 @@ pub(super) fn prune(conn: &Connection, cutoff_ms: i64, limit: usize) -> Result<u
         )?
         .query_map(params![cutoff_ms, limit as i64], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
+    let mut deleted = 0;
     for &seq in &seqs {
-        delete_seq(conn, seq)?;
+        deleted += usize::from(delete_seq(conn, seq)?);
     }
-    Ok(seqs.len())
+    // Counted as deleted, not as found: rows that cannot be deleted end the caller's
+    // loop instead of being found again forever.
+    Ok(deleted)
 }
 
 /// Reads one crash by id; `None` when absent or when the nonce does not match.
@@ -725,7 +730,7 @@ pub(super) fn get(conn: &Connection, id: &str) -> Result<Option<StoredCrash>, St
     if !nonce_matches(conn, seq, nonce)? {
         return Ok(None);
     }
-    let mut rows = read_crashes(conn, "c.seq = ?1", params![seq])?;
+    let mut rows = read_crashes(conn, "c.seq = ?1", params![seq], Damaged::Fail)?;
     Ok(rows.pop())
 }
 
@@ -734,14 +739,27 @@ pub(super) fn read_crashes(
     conn: &Connection,
     condition: &str,
     params: impl rusqlite::Params,
+    damaged: Damaged,
 ) -> Result<Vec<StoredCrash>, StoreError> {
-    read_crashes_seq(conn, condition, params).map(|rows| rows.into_iter().map(|(_, c)| c).collect())
+    read_crashes_seq(conn, condition, params, damaged)
+        .map(|rows| rows.into_iter().map(|(_, c)| c).collect())
+}
+
+/// What a read does with a record that no longer inflates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Damaged {
+    /// Fails the read: one crash asked for by id.
+    Fail,
+    /// Skips it with a warning: a page for background work, which one damaged record
+    /// must not stop forever.
+    Skip,
 }
 
 pub(super) fn read_crashes_seq(
     conn: &Connection,
     condition: &str,
     params: impl rusqlite::Params,
+    damaged: Damaged,
 ) -> Result<Vec<(i64, StoredCrash)>, StoreError> {
     let sql = format!(
         "SELECT c.seq, c.nonce, c.received_at, c.device, c.release, c.group_id, g.signature,
@@ -769,7 +787,14 @@ pub(super) fn read_crashes_seq(
         let (seq, nonce, received, device, release, group_id, signature, missing, format, raw) =
             row?;
         let id = crash_id(seq, nonce);
-        let record = decompress(&id, format, &raw)?;
+        let record = match (decompress(&id, format, &raw), damaged) {
+            (Ok(record), _) => record,
+            (Err(err), Damaged::Fail) => return Err(err),
+            (Err(err), Damaged::Skip) => {
+                tracing::warn!(error = %err, "a damaged crash record was skipped");
+                continue;
+            }
+        };
         out.push((
             seq,
             StoredCrash {
@@ -800,7 +825,36 @@ pub struct Mismatch {
 /// Recounts every counter from the crash rows and lists where they differ.
 pub(super) fn audit(conn: &Connection) -> Result<Vec<Mismatch>, StoreError> {
     // Each check: (what, SQL returning key, stored, recounted) rows that differ.
-    let checks: [(&str, &str); 7] = [
+    let checks: [(&str, &str); 10] = [
+        (
+            "group device crashes",
+            "SELECT hex(k.group_id) || ' ' || hex(k.device), coalesce(d.crashes, 0), count(c.seq)
+             FROM (SELECT group_id, device FROM group_devices
+                   UNION SELECT group_id, device FROM crashes WHERE device IS NOT NULL) k
+             LEFT JOIN group_devices d ON d.group_id = k.group_id AND d.device = k.device
+             LEFT JOIN crashes c ON c.group_id = k.group_id AND c.device = k.device
+             GROUP BY k.group_id, k.device",
+        ),
+        (
+            "release device crashes",
+            "SELECT k.release || ' ' || hex(k.device), coalesce(d.crashes, 0), count(c.seq)
+             FROM (SELECT release, device FROM release_devices
+                   UNION SELECT release, device FROM crashes
+                   WHERE release IS NOT NULL AND device IS NOT NULL) k
+             LEFT JOIN release_devices d ON d.release = k.release AND d.device = k.device
+             LEFT JOIN crashes c ON c.release = k.release AND c.device = k.device
+             GROUP BY k.release, k.device",
+        ),
+        (
+            "missing release crashes",
+            "SELECT k.debug_id || ' ' || k.release, coalesce(m.crashes, 0),
+                    (SELECT count(*) FROM crash_missing x JOIN crashes c ON c.seq = x.seq
+                     WHERE x.debug_id = k.debug_id AND c.release = k.release)
+             FROM (SELECT debug_id, release FROM missing_releases
+                   UNION SELECT x.debug_id, c.release FROM crash_missing x
+                   JOIN crashes c ON c.seq = x.seq WHERE c.release IS NOT NULL) k
+             LEFT JOIN missing_releases m ON m.debug_id = k.debug_id AND m.release = k.release",
+        ),
         (
             "group count",
             "SELECT g.id, g.count, (SELECT count(*) FROM crashes c WHERE c.group_id = g.id)

@@ -3,8 +3,9 @@
 //! by `debug_files`); every record and index is here.
 //!
 //! - **Writes** go through one writer thread ([`writer`]): it batches whatever waits
-//!   (group commit), runs each job in a savepoint of one transaction, and answers after
-//!   `COMMIT` returns. WAL mode with `synchronous=FULL`: a commit is fsynced.
+//!   (group commit) into one transaction, isolates a failing job (savepoints, on a
+//!   re-run), and answers after `COMMIT` returns. WAL mode with `synchronous=FULL`: a
+//!   commit is fsynced.
 //! - **Reads** use a small pool of read-only connections ([`pool`]); in WAL mode they
 //!   never wait for the writer. Every method here blocks: callers on the async executor
 //!   use the `async` ones or run the rest on the blocking pool.
@@ -242,7 +243,9 @@ impl Store {
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        checkpoints.busy_timeout(BUSY_TIMEOUT)?;
+        // A TRUNCATE checkpoint holds the WAL's write lock while it waits for readers,
+        // so it waits briefly and retries rather than stall the writer for long.
+        checkpoints.busy_timeout(Duration::from_millis(50))?;
         let checkpoints = Mutex::new(checkpoints);
         let writer = writer::Writer::start(conn)?;
         Ok(Store {
@@ -308,9 +311,15 @@ impl Store {
             .await?;
         if deleted {
             let store = self.clone();
-            tokio::task::spawn_blocking(move || store.checkpoint_truncate())
+            let truncated = tokio::task::spawn_blocking(move || store.checkpoint_truncate())
                 .await
-                .map_err(|e| StoreError::Task(e.to_string()))??;
+                .map_err(|e| StoreError::Task(e.to_string()))
+                .and_then(|r| r);
+            // The crash is deleted either way; only its old page images may linger in
+            // the WAL until the writer's next checkpoint restarts it.
+            if let Err(err) = truncated {
+                tracing::warn!(error = %err, "WAL truncation after a delete failed");
+            }
         }
         Ok(deleted)
     }
@@ -324,8 +333,11 @@ impl Store {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for _ in 0..50 {
-            if checkpoint(&conn, "TRUNCATE")? {
-                return Ok(());
+            match checkpoint(&conn, "TRUNCATE") {
+                Ok(true) => return Ok(()),
+                // Busy: a reader holds an old snapshot (a backup, a long read).
+                Ok(false) | Err(StoreError::Database(_)) => {}
+                Err(err) => return Err(err),
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -348,6 +360,7 @@ impl Store {
                 "c.seq IN (SELECT seq FROM crash_missing WHERE debug_id = ?1 AND seq > ?2
                            ORDER BY seq LIMIT ?3) ORDER BY c.seq",
                 params![debug_id, after, limit as i64],
+                crashes::Damaged::Skip,
             )
         })?;
         let next = (rows.len() == limit)
@@ -421,7 +434,7 @@ impl Store {
         Ok(total)
     }
 
-    /// Returns free pages to the file system, a bounded number per transaction.
+    /// Returns free pages to the file system, up to 2,000 (8 MiB) per transaction.
     pub fn vacuum(&self) -> Result<(), StoreError> {
         loop {
             let freed = self
@@ -429,7 +442,10 @@ impl Store {
                 .writer
                 .write_blocking(Priority::Background, |conn| {
                     let before: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-                    conn.execute_batch("PRAGMA incremental_vacuum(2000)")?;
+                    // The pragma frees one page per row it returns: step it to the end.
+                    let mut stmt = conn.prepare_cached("PRAGMA incremental_vacuum(2000)")?;
+                    let mut rows = stmt.query([])?;
+                    while rows.next()?.is_some() {}
                     let after: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
                     Ok(before - after)
                 })?;
@@ -677,7 +693,9 @@ impl Store {
 
     /// Every stored crash record's JSON, for tools and tests that inspect what is kept.
     pub fn records(&self) -> Result<Vec<StoredCrash>, StoreError> {
-        self.read(|conn| crashes::read_crashes(conn, "1 ORDER BY c.seq", []))
+        self.read(|conn| {
+            crashes::read_crashes(conn, "1 ORDER BY c.seq", [], crashes::Damaged::Fail)
+        })
     }
 
     /// Copies the WAL into the database; called on shutdown. Blocking.
@@ -928,6 +946,7 @@ mod tests {
             .unwrap();
         assert_eq!(half, 0, "the failed job's own write was rolled back");
         assert_eq!(store.records().unwrap().len(), 1);
+        assert_eq!(store.audit().unwrap(), vec![], "the re-run counted once");
     }
 
     #[test]
@@ -968,6 +987,26 @@ mod tests {
             .items
             .is_empty());
         assert_eq!(store.audit().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_damaged_record_does_not_stop_background_pages() {
+        let (_dir, store) = open();
+        let rt = runtime();
+        rt.block_on(store.insert_crashes(vec![
+            crash("a", "s1", "d1", "r"),
+            crash("b", "s1", "d1", "r"),
+        ]))
+        .unwrap();
+        rt.block_on(store.execute_for_tests("UPDATE crashes SET record = x'00ff00' WHERE seq = 1"))
+            .unwrap();
+        let page = store.crashes_needing("dbg-1", None, 10).unwrap();
+        assert_eq!(
+            page.items.len(),
+            1,
+            "the damaged one is skipped, the other read"
+        );
+        assert!(store.records().is_err(), "a read of everything reports it");
     }
 
     #[test]

@@ -134,8 +134,15 @@ impl Writer {
         std::thread::Builder::new()
             .name("crashbox-writer".into())
             .spawn(move || {
+                // Cleared however the thread ends, a panic included: `/readyz` reads it.
+                struct Alive(Arc<AtomicBool>);
+                impl Drop for Alive {
+                    fn drop(&mut self) {
+                        self.0.store(false, Ordering::SeqCst);
+                    }
+                }
+                let _alive = Alive(flag);
                 run(&conn, &queue);
-                flag.store(false, Ordering::SeqCst);
             })
             .map_err(|e| StoreError::io("starting the writer thread", e))?;
         Ok(Writer { jobs, alive })
@@ -234,7 +241,8 @@ fn count_wal_pages(_: &rusqlite::hooks::Wal, pages: std::os::raw::c_int) -> rusq
 /// answers went out: a checkpoint on another connection races the writer and, under
 /// steady load, never catches up with it, so the WAL never restarts and grows until
 /// `wal_autocheckpoint` stalls a commit with a huge copy. Between batches it copies
-/// everything, and the next transaction starts the WAL from its beginning.
+/// everything (unless a reader still holds an old snapshot), and the next transaction
+/// starts the WAL from its beginning.
 fn checkpoint(conn: &Connection) {
     if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
         tracing::warn!(error = %err, "WAL checkpoint failed; retried later");
@@ -294,7 +302,11 @@ fn commit_batch(conn: &Connection, mut batch: Vec<Box<dyn Job>>) {
         tracing::error!(error = %err, "store write batch failed");
         err.to_string()
     });
-    tracing::trace!(jobs = batch.len(), "store batch committed");
+    tracing::trace!(
+        jobs = batch.len(),
+        ok = committed.is_ok(),
+        "store batch done"
+    );
     for job in batch {
         job.finish(committed.as_ref().map(|_| ()).map_err(String::as_str));
     }
@@ -314,9 +326,23 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreE
     }
     if !all_ok {
         super::crashes::discard_pending();
-        conn.execute_batch("ROLLBACK; BEGIN IMMEDIATE")?;
+        // SQLite may have rolled the whole transaction back itself (a full disk, an
+        // I/O error); then there is nothing left to roll back.
+        if !conn.is_autocommit() {
+            conn.execute_batch("ROLLBACK")?;
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
         for job in batch.iter_mut() {
             job.run_alone(conn);
+            if conn.is_autocommit() {
+                // The job's failure took the transaction with it, and every earlier
+                // job's writes too: without a transaction, later jobs would commit one
+                // by one and the summed counters would apply to rows that are gone.
+                super::crashes::discard_pending();
+                return Err(StoreError::Writer(
+                    "SQLite rolled the batch back after a failed write".into(),
+                ));
+            }
         }
     }
     // The counters the batch's inserts summed commit with them.
