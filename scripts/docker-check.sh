@@ -21,7 +21,7 @@ trap cleanup EXIT
 
 # The Dockerfile, read as Docker reads it: instructions with their continuation lines
 # joined, split into stages; prints shell-quoted assignments for the steps below.
-eval "$(python3 - "$ROOT" "$work" <<'PY'
+assignments=$(python3 - "$ROOT" "$work" <<'PY'
 import fnmatch, json, os, shlex, sys
 root, work = sys.argv[1], sys.argv[2]
 lines, cur = [], ""
@@ -106,7 +106,8 @@ print("ENVS=(" + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()) + ")"
 print("ARGS=(" + " ".join(shlex.quote(a) for a in entry[1:] + cmd) + ")")
 print(f"ENTRY={shlex.quote(entry[0] if entry else '')}")
 PY
-)"
+)
+eval "$assignments"
 
 # The build context as the stage sees it, relative to its WORKDIR.
 mkdir -p "$CTX"
