@@ -469,12 +469,13 @@ fn token_create(
 fn token_list(data_dir: PathBuf) -> ExitCode {
     match TokenStore::open(&data_dir).and_then(|tokens| tokens.list()) {
         Ok(tokens) => {
-            println!("{:<8}  {:<6}  {:<25}  NAME", "ID", "SCOPE", "CREATED");
+            println!("{:<8}  {:<6}  {:<30}  NAME", "ID", "SCOPE", "CREATED");
             for token in tokens {
+                // `as_str`: Scope's Display ignores the column width.
                 println!(
-                    "{:<8}  {:<6}  {:<25}  {}",
+                    "{:<8}  {:<6}  {:<30}  {}",
                     token.id,
-                    token.scope,
+                    token.scope.as_str(),
                     token.created_at,
                     token.name.as_deref().unwrap_or("-")
                 );
