@@ -1,0 +1,150 @@
+//! How well today's grouping sorts the triage corpus (fixtures/out/triage/, see
+//! fixtures/README.md "Triage corpus"): every report is symbolicated with the corpus
+//! dSYMs, signed and grouped as intake does, then compared with the ground truth in
+//! `expected_groups.json`. Prints the groups per bug, the groups that mix bugs, and
+//! pairwise precision and recall (pairs of reports in the same predicted group vs
+//! pairs of reports of the same true bug). Issue 16's target: one group per bug,
+//! precision and recall 1.0.
+//!
+//! `cargo run --example grouping_quality [-- CORPUS_DIR] [--verbose]`
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use crashbox::debug_files::LocalDebugFiles;
+use crashbox::report::ParseLimits;
+
+struct Row {
+    file: String,
+    bug: String,
+    build: String,
+    path: String,
+    format: String,
+    group: String,
+    signature: String,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let verbose = args.iter().any(|a| a == "--verbose");
+    let dir = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/out/triage")
+        });
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("expected_groups.json")).expect("expected_groups.json"),
+    )
+    .expect("expected_groups.json is JSON");
+    let zips: Vec<PathBuf> = manifest["builds"]
+        .as_object()
+        .expect("builds")
+        .values()
+        .map(|b| dir.join(b["dsyms"].as_str().expect("dsyms")))
+        .collect();
+    let files = LocalDebugFiles::load(&zips, None).expect("dSYMs");
+    for w in &files.warnings {
+        eprintln!("warning: {w}");
+    }
+    let limits = ParseLimits::default();
+
+    let mut rows = Vec::new();
+    for (file, truth) in manifest["reports"].as_object().expect("reports") {
+        let bytes = std::fs::read(dir.join(file)).expect("report");
+        let reports = match crashbox::report::parse(&bytes, &limits) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("PARSE ERROR {file}: {e}");
+                continue;
+            }
+        };
+        for report in &reports {
+            let analysis = crashbox::intake::analyze(report, &files);
+            assert_eq!(analysis.group_id, crashbox::intake::group_id(&analysis.signature));
+            if !analysis.missing.is_empty() {
+                eprintln!("warning: {file}: missing debug files {:?}", analysis.missing);
+            }
+            let s = |k: &str| truth[k].as_str().unwrap_or("").to_owned();
+            rows.push(Row {
+                file: file.clone(),
+                bug: s("bug"),
+                build: s("build"),
+                path: s("path"),
+                format: s("format"),
+                group: analysis.group_id,
+                signature: analysis.signature,
+            });
+        }
+    }
+
+    if verbose {
+        for r in &rows {
+            println!(
+                "{:<62} {:<7} {} {}",
+                r.file.trim_start_matches("reports/"),
+                r.format,
+                &r.group[..8],
+                r.signature
+            );
+        }
+        println!();
+    }
+
+    // Groups per bug.
+    let mut by_bug: BTreeMap<&str, BTreeMap<&str, Vec<&Row>>> = BTreeMap::new();
+    for r in &rows {
+        by_bug.entry(&r.bug).or_default().entry(&r.group).or_default().push(r);
+    }
+    let mut group_bugs: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for r in &rows {
+        group_bugs.entry(&r.group).or_default().insert(&r.bug);
+    }
+    println!("{} reports, {} bugs, {} groups", rows.len(), by_bug.len(), group_bugs.len());
+    println!();
+    for (bug, groups) in &by_bug {
+        let n: usize = groups.values().map(Vec::len).sum();
+        println!("{bug}: {n} reports in {} groups", groups.len());
+        for (group, members) in groups {
+            let formats: BTreeSet<&str> = members.iter().map(|r| r.format.as_str()).collect();
+            let builds: BTreeSet<&str> = members.iter().map(|r| r.build.as_str()).collect();
+            let paths: BTreeSet<&str> = members.iter().map(|r| r.path.as_str()).collect();
+            let shared = if group_bugs[group].len() > 1 { "  [MIXED]" } else { "" };
+            println!(
+                "  {} {:>3}  builds {:?} formats {:?} paths {:?}{shared}",
+                &group[..8],
+                members.len(),
+                builds,
+                formats,
+                paths
+            );
+            println!("               {}", members[0].signature);
+        }
+    }
+    println!();
+    for (group, bugs) in &group_bugs {
+        if bugs.len() > 1 {
+            println!("group {} mixes bugs {:?}", &group[..8], bugs);
+        }
+    }
+
+    // Pairwise precision and recall.
+    let (mut tp, mut fp, mut fn_) = (0u64, 0u64, 0u64);
+    for (i, a) in rows.iter().enumerate() {
+        for b in &rows[i + 1..] {
+            match (a.group == b.group, a.bug == b.bug) {
+                (true, true) => tp += 1,
+                (true, false) => fp += 1,
+                (false, true) => fn_ += 1,
+                (false, false) => {}
+            }
+        }
+    }
+    let precision = tp as f64 / (tp + fp).max(1) as f64;
+    let recall = tp as f64 / (tp + fn_).max(1) as f64;
+    println!(
+        "pairs: {tp} same group and same bug, {fp} same group but different bugs, {fn_} same bug but split"
+    );
+    println!("pairwise precision {precision:.4}  recall {recall:.4}");
+}
