@@ -31,9 +31,7 @@ fn main() {
         .iter()
         .find(|a| !a.starts_with("--"))
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/out/triage")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/out/triage"));
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.join("expected_groups.json")).expect("expected_groups.json"),
     )
@@ -62,9 +60,15 @@ fn main() {
         };
         for report in &reports {
             let analysis = crashbox::intake::analyze(report, &files);
-            assert_eq!(analysis.group_id, crashbox::intake::group_id(&analysis.signature));
+            assert_eq!(
+                analysis.group_id,
+                crashbox::intake::group_id(&analysis.signature)
+            );
             if !analysis.missing.is_empty() {
-                eprintln!("warning: {file}: missing debug files {:?}", analysis.missing);
+                eprintln!(
+                    "warning: {file}: missing debug files {:?}",
+                    analysis.missing
+                );
             }
             let s = |k: &str| truth[k].as_str().unwrap_or("").to_owned();
             rows.push(Row {
@@ -95,13 +99,23 @@ fn main() {
     // Groups per bug.
     let mut by_bug: BTreeMap<&str, BTreeMap<&str, Vec<&Row>>> = BTreeMap::new();
     for r in &rows {
-        by_bug.entry(&r.bug).or_default().entry(&r.group).or_default().push(r);
+        by_bug
+            .entry(&r.bug)
+            .or_default()
+            .entry(&r.group)
+            .or_default()
+            .push(r);
     }
     let mut group_bugs: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for r in &rows {
         group_bugs.entry(&r.group).or_default().insert(&r.bug);
     }
-    println!("{} reports, {} bugs, {} groups", rows.len(), by_bug.len(), group_bugs.len());
+    println!(
+        "{} reports, {} bugs, {} groups",
+        rows.len(),
+        by_bug.len(),
+        group_bugs.len()
+    );
     println!();
     for (bug, groups) in &by_bug {
         let n: usize = groups.values().map(Vec::len).sum();
@@ -110,7 +124,11 @@ fn main() {
             let formats: BTreeSet<&str> = members.iter().map(|r| r.format.as_str()).collect();
             let builds: BTreeSet<&str> = members.iter().map(|r| r.build.as_str()).collect();
             let paths: BTreeSet<&str> = members.iter().map(|r| r.path.as_str()).collect();
-            let shared = if group_bugs[group].len() > 1 { "  [MIXED]" } else { "" };
+            let shared = if group_bugs[group].len() > 1 {
+                "  [MIXED]"
+            } else {
+                ""
+            };
             println!(
                 "  {} {:>3}  builds {:?} formats {:?} paths {:?}{shared}",
                 &group[..8],
