@@ -136,11 +136,8 @@ impl CrashRecord {
     }
 }
 
-/// What symbolication decides about a crash: the parts a stored record keeps.
-pub type Analysis = Filing;
-
 /// Symbolicates `report` and derives its signature, group and missing debug files.
-pub fn analyze(report: &CrashReport, source: &dyn DebugFileSource) -> Analysis {
+pub fn analyze(report: &CrashReport, source: &dyn DebugFileSource) -> Filing {
     let crash = symbolicate(report, source);
     let signature = signature(report, &crash);
     let mut missing: Vec<NeededDebugFile> = crash
@@ -157,7 +154,7 @@ pub fn analyze(report: &CrashReport, source: &dyn DebugFileSource) -> Analysis {
         .collect();
     missing.sort_by(|a, b| a.debug_id.cmp(&b.debug_id));
     missing.dedup_by(|a, b| a.debug_id == b.debug_id);
-    Analysis {
+    Filing {
         group_id: group_id(&signature),
         signature,
         missing,

@@ -2,11 +2,9 @@
 //! seen), per-group releases, devices and hours, releases, and the missing-debug-file
 //! list. [`add_counts`] and [`remove_counts`] are exact inverses and run in the same
 //! transaction as the crash row they account for, so a kill at any moment leaves the
-//! counters equal to a recount ([`audit`]). Inserts take a second path to the same
-//! counters: they sum their changes per row over the writer's whole transaction
-//! ([`Deltas`], plus [`add_missing`] at once) and apply them just before it commits
-//! ([`flush_pending`]). The two add paths must count the same rows; `audit` after the
-//! tests' inserts, refiles and deletes holds them to it.
+//! counters equal to a recount ([`audit`]). Both adds go through [`Deltas`]: inserts sum
+//! theirs over the writer's whole transaction and apply them just before it commits
+//! ([`flush_pending`]); a refile applies one crash's at once ([`add_counts`]).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -187,7 +185,6 @@ pub(super) struct Counted {
     pub device: Option<Vec<u8>>,
     pub release: Option<String>,
     pub group_id: String,
-    pub signature: String,
     pub missing: Vec<NeededDebugFile>,
 }
 
@@ -195,60 +192,12 @@ fn hour_of(ms: i64) -> i64 {
     ms.div_euclid(3_600_000)
 }
 
-/// Adds a crash's share to every counter; creates its group and release when new.
+/// Adds a crash's share to every counter; creates its release when new. Its group row
+/// must exist. The same path as an insert's ([`Deltas`]), applied at once.
 pub(super) fn add_counts(conn: &Connection, c: &Counted) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO groups (id, signature, count, devices, first_seen, last_seen)
-         VALUES (?1, ?2, 1, 0, ?3, ?3)
-         ON CONFLICT (id) DO UPDATE SET count = count + 1,
-             first_seen = min(first_seen, excluded.first_seen),
-             last_seen = max(last_seen, excluded.last_seen)",
-    )?
-    .execute(params![c.group_id, c.signature, c.received_ms])?;
-    if let Some(device) = &c.device {
-        let crashes: i64 = conn
-            .prepare_cached(
-                "INSERT INTO group_devices (group_id, device, crashes) VALUES (?1, ?2, 1)
-                 ON CONFLICT DO UPDATE SET crashes = crashes + 1 RETURNING crashes",
-            )?
-            .query_row(params![c.group_id, device], |row| row.get(0))?;
-        if crashes == 1 {
-            conn.prepare_cached("UPDATE groups SET devices = devices + 1 WHERE id = ?1")?
-                .execute([&c.group_id])?;
-        }
-    }
-    conn.prepare_cached(
-        "INSERT INTO group_hours (group_id, hour, crashes) VALUES (?1, ?2, 1)
-         ON CONFLICT DO UPDATE SET crashes = crashes + 1",
-    )?
-    .execute(params![c.group_id, hour_of(c.received_ms)])?;
-    if let Some(release) = &c.release {
-        conn.prepare_cached(
-            "INSERT INTO group_releases (group_id, release, crashes) VALUES (?1, ?2, 1)
-             ON CONFLICT DO UPDATE SET crashes = crashes + 1",
-        )?
-        .execute(params![c.group_id, release])?;
-        conn.prepare_cached(
-            "INSERT INTO releases (name, crashes, devices, first_seen, last_seen)
-             VALUES (?1, 1, 0, ?2, ?2)
-             ON CONFLICT (name) DO UPDATE SET crashes = crashes + 1,
-                 first_seen = min(coalesce(first_seen, excluded.first_seen), excluded.first_seen),
-                 last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen)",
-        )?
-        .execute(params![release, c.received_ms])?;
-        if let Some(device) = &c.device {
-            let crashes: i64 = conn
-                .prepare_cached(
-                    "INSERT INTO release_devices (release, device, crashes) VALUES (?1, ?2, 1)
-                     ON CONFLICT DO UPDATE SET crashes = crashes + 1 RETURNING crashes",
-                )?
-                .query_row(params![release, device], |row| row.get(0))?;
-            if crashes == 1 {
-                conn.prepare_cached("UPDATE releases SET devices = devices + 1 WHERE name = ?1")?
-                    .execute([release])?;
-            }
-        }
-    }
+    let mut deltas = Deltas::default();
+    deltas.add(c);
+    apply(conn, deltas)?;
     add_missing(conn, c)
 }
 
@@ -391,15 +340,7 @@ pub(super) fn insert(conn: &Connection, crashes: &[NewCrash]) -> Result<Vec<Inse
         let nonce: i64 = rand::random::<i64>();
         let device = crash.device_hash.as_deref().map(device_key);
         // The group row must exist before the crash row names it.
-        conn.prepare_cached(
-            "INSERT INTO groups (id, signature, count, devices, first_seen, last_seen)
-             VALUES (?1, ?2, 0, 0, ?3, ?3) ON CONFLICT (id) DO NOTHING",
-        )?
-        .execute(params![
-            crash.filing.group_id,
-            crash.filing.signature,
-            crash.received_ms
-        ])?;
+        ensure_group(conn, &crash.filing, crash.received_ms)?;
         conn.prepare_cached(
             "INSERT INTO crashes (nonce, identity, received_at, group_id, release, device,
                                   missing, record_format, record)
@@ -423,7 +364,6 @@ pub(super) fn insert(conn: &Connection, crashes: &[NewCrash]) -> Result<Vec<Inse
             device,
             release: crash.release.clone(),
             group_id: crash.filing.group_id.clone(),
-            signature: crash.filing.signature.clone(),
             missing: crash.filing.missing.clone(),
         };
         add_missing(conn, &counted)?;
@@ -546,6 +486,13 @@ pub(super) fn discard_pending() {
 /// before `COMMIT`, so they commit with the crash rows they count.
 pub(super) fn flush_pending(conn: &Connection) -> Result<(), StoreError> {
     let deltas = PENDING.with(|pending| std::mem::take(&mut *pending.borrow_mut()));
+    apply(conn, deltas)
+}
+
+/// Adds summed counter changes to their rows. Group rows must exist; releases are made
+/// when new. A device row whose count equals what was added is new, so it counts once
+/// more in its group's or release's devices.
+fn apply(conn: &Connection, deltas: Deltas) -> Result<(), StoreError> {
     let mut new_group_devices: HashMap<&str, i64> = HashMap::new();
     for ((group, device), n) in &deltas.group_devices {
         let crashes: i64 = conn
@@ -608,12 +555,22 @@ pub(super) fn flush_pending(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Creates the group a filing names, empty, unless it exists: crash rows and counters
+/// name groups that must be there.
+fn ensure_group(conn: &Connection, filing: &Filing, at_ms: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO groups (id, signature, count, devices, first_seen, last_seen)
+         VALUES (?1, ?2, 0, 0, ?3, ?3) ON CONFLICT (id) DO NOTHING",
+    )?
+    .execute(params![filing.group_id, filing.signature, at_ms])?;
+    Ok(())
+}
+
 /// The counted parts of the crash `seq`, if it exists.
 fn counted(conn: &Connection, seq: i64) -> Result<Option<Counted>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT c.received_at, c.device, c.release, c.group_id, g.signature, c.missing
-             FROM crashes c JOIN groups g ON g.id = c.group_id WHERE c.seq = ?1",
+            "SELECT received_at, device, release, group_id, missing FROM crashes WHERE seq = ?1",
         )?
         .query_row([seq], |row| {
             Ok(Counted {
@@ -622,8 +579,7 @@ fn counted(conn: &Connection, seq: i64) -> Result<Option<Counted>, StoreError> {
                 device: row.get(1)?,
                 release: row.get(2)?,
                 group_id: row.get(3)?,
-                signature: row.get(4)?,
-                missing: parse_missing(row.get(5)?),
+                missing: parse_missing(row.get(4)?),
             })
         })
         .optional()?)
@@ -643,15 +599,7 @@ pub(super) fn refile(conn: &Connection, changes: &[Refiling]) -> Result<usize, S
             continue;
         };
         remove_counts(conn, &old)?;
-        conn.prepare_cached(
-            "INSERT INTO groups (id, signature, count, devices, first_seen, last_seen)
-             VALUES (?1, ?2, 0, 0, ?3, ?3) ON CONFLICT (id) DO NOTHING",
-        )?
-        .execute(params![
-            change.filing.group_id,
-            change.filing.signature,
-            old.received_ms
-        ])?;
+        ensure_group(conn, &change.filing, old.received_ms)?;
         conn.prepare_cached("UPDATE crashes SET group_id = ?2, missing = ?3 WHERE seq = ?1")?
             .execute(params![
                 seq,
@@ -662,7 +610,6 @@ pub(super) fn refile(conn: &Connection, changes: &[Refiling]) -> Result<usize, S
             conn,
             &Counted {
                 group_id: change.filing.group_id.clone(),
-                signature: change.filing.signature.clone(),
                 missing: change.filing.missing.clone(),
                 ..old
             },

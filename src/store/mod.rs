@@ -107,6 +107,20 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// A page of rows keyed by crash sequence number: a full page's cursor is its last
+    /// row's seq, a short page is the end.
+    fn by_seq(rows: Vec<(i64, T)>, limit: usize) -> Self {
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|(seq, _)| seq.to_string()))
+            .flatten();
+        Page {
+            items: rows.into_iter().map(|(_, item)| item).collect(),
+            next,
+        }
+    }
+}
+
 /// One crash in a group's listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrashSummary {
@@ -219,7 +233,7 @@ fn migrate(conn: &mut Connection, to: Option<usize>) -> Result<(), StoreError> {
 }
 
 /// Runs a checkpoint; returns whether it copied every frame of the WAL.
-fn checkpoint(conn: &Connection, mode: &str) -> Result<bool, StoreError> {
+pub(super) fn checkpoint(conn: &Connection, mode: &str) -> Result<bool, StoreError> {
     let (busy, log, done): (i64, i64, i64) =
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -363,13 +377,7 @@ impl Store {
                 crashes::Damaged::Skip,
             )
         })?;
-        let next = (rows.len() == limit)
-            .then(|| rows.last().map(|(seq, _)| seq.to_string()))
-            .flatten();
-        Ok(Page {
-            items: rows.into_iter().map(|(_, c)| c).collect(),
-            next,
-        })
+        Ok(Page::by_seq(rows, limit))
     }
 
     /// A group's crashes, newest first, `limit` at a time.
@@ -400,13 +408,7 @@ impl Store {
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })?;
-        let next = (rows.len() == limit)
-            .then(|| rows.last().map(|(seq, _)| seq.to_string()))
-            .flatten();
-        Ok(Page {
-            items: rows.into_iter().map(|(_, c)| c).collect(),
-            next,
-        })
+        Ok(Page::by_seq(rows, limit))
     }
 
     /// Deletes the crashes received before `cutoff`, with their share of every

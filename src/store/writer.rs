@@ -244,7 +244,7 @@ fn count_wal_pages(_: &rusqlite::hooks::Wal, pages: std::os::raw::c_int) -> rusq
 /// everything (unless a reader still holds an old snapshot), and the next transaction
 /// starts the WAL from its beginning.
 fn checkpoint(conn: &Connection) {
-    if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+    if let Err(err) = super::checkpoint(conn, "PASSIVE") {
         tracing::warn!(error = %err, "WAL checkpoint failed; retried later");
     }
 }
