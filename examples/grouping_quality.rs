@@ -62,7 +62,10 @@ fn main() {
             let analysis = crashbox::intake::analyze(report, &files);
             assert_eq!(
                 analysis.group_id,
-                crashbox::intake::group_id(&analysis.signature)
+                crashbox::intake::group_id(
+                    report.app.bundle_id.as_deref().unwrap_or(""),
+                    &analysis.signature
+                )
             );
             if !analysis.missing.is_empty() {
                 eprintln!(

@@ -150,9 +150,10 @@ fn crash(template: &CrashRecord, n: u64, spread_days: i64) -> NewCrash {
     let mut record = template.clone();
     let g = (n * 2654435761) % GROUPS;
     record.identity = format!("bench-{n}");
-    record.signature = format!("EXC_BAD_ACCESS | frame_{g}");
-    record.group_id = format!("{g:016x}");
-    record.missing = vec![];
+    record.filing.signature = format!("EXC_BAD_ACCESS | frame_{g}");
+    record.filing.group_id = format!("{g:016x}");
+    record.group_id = record.filing.group_id.clone();
+    record.filing.missing = vec![];
     record.release = Some(format!(
         "com.crashbox.bench 1.{} ({})",
         n % RELEASES,
@@ -210,7 +211,7 @@ async fn load_missing(store: &Store, report: &[u8], n: u64) -> String {
     )
     .unwrap()
     .remove(0);
-    let debug_id = template.missing[0].debug_id.clone();
+    let debug_id = template.filing.missing[0].debug_id.clone();
     let mut sent = 0;
     while sent < n {
         let batch: Vec<NewCrash> = (sent..(sent + 512).min(n))
@@ -348,7 +349,7 @@ fn queries(store: &Store, n: usize) -> QueryTimes {
         |_| {
             assert_eq!(
                 store
-                    .groups(GroupSort::Count, None, 50)
+                    .groups(&Default::default(), GroupSort::Count, None, 50, i64::MAX)
                     .unwrap()
                     .items
                     .len(),
@@ -359,7 +360,9 @@ fn queries(store: &Store, n: usize) -> QueryTimes {
     );
     let by_last_seen = timed(
         |_| {
-            store.groups(GroupSort::LastSeen, None, 50).unwrap();
+            store
+                .groups(&Default::default(), GroupSort::LastSeen, None, 50, i64::MAX)
+                .unwrap();
         },
         n,
     );
@@ -368,7 +371,13 @@ fn queries(store: &Store, n: usize) -> QueryTimes {
             let mut cursor = None;
             for _ in 0..10 {
                 cursor = store
-                    .groups(GroupSort::Count, cursor.as_deref(), 50)
+                    .groups(
+                        &Default::default(),
+                        GroupSort::Count,
+                        cursor.as_deref(),
+                        50,
+                        i64::MAX,
+                    )
                     .unwrap()
                     .next;
             }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::auth::{AuthError, Scope, TokenStore};
+use crate::auth::{AuthError, Identity, Scope, TokenStore};
 use crate::config::Config;
 use crate::debug_files::{
     DebugFileStore, IngestError, IngestReport, IngestStatus, StoredDebugFiles, UploadMeta,
@@ -20,6 +20,7 @@ use crate::intake::{self, CrashRecord, IntakeError};
 use crate::metrics::Metrics;
 use crate::store::{Inserted, MissingDebugFile, Store, StoreError};
 use crate::symbolicate::SymbolicatedCrash;
+use crate::triage::TriageError;
 
 /// Reports up to this size are prepared on the executor thread (see `ingest_crash`).
 const INLINE_INTAKE_BYTES: usize = 64 * 1024;
@@ -251,13 +252,34 @@ impl App {
 
     /// The scope of a presented token, if it grants `need`.
     pub fn authorize(&self, token: Option<&str>, need: Scope) -> Result<Scope, Denied> {
+        self.identify(token, need).map(|identity| identity.scope)
+    }
+
+    /// Who a presented token is (scope and name), if it grants `need`.
+    pub fn identify(&self, token: Option<&str>, need: Scope) -> Result<Identity, Denied> {
         let token = token.ok_or(Denied::Missing)?;
-        let scope = self.inner.tokens.check(token).ok_or(Denied::Unknown)?;
-        if scope.grants(need) {
-            Ok(scope)
+        let identity = self.inner.tokens.identify(token).ok_or(Denied::Unknown)?;
+        if identity.scope.grants(need) {
+            Ok(identity)
         } else {
-            Err(Denied::Scope { have: scope, need })
+            Err(Denied::Scope {
+                have: identity.scope,
+                need,
+            })
         }
+    }
+
+    /// Runs a triage request on the blocking pool (store reads and writes block), with
+    /// the time it counts from.
+    pub async fn triage<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store, i64) -> Result<T, TriageError> + Send + 'static,
+    ) -> Result<T, TriageError> {
+        let store = self.inner.store.clone();
+        let now = crate::store::unix_ms(time::OffsetDateTime::now_utc());
+        tokio::task::spawn_blocking(move || work(&store, now))
+            .await
+            .unwrap_or_else(|join| Err(TriageError::Store(StoreError::Task(join.to_string()))))
     }
 
     /// Ingests an upload already spooled to `path`, on the blocking pool.

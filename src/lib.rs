@@ -41,4 +41,5 @@ pub mod server;
 pub mod store;
 pub mod symbolicate;
 pub mod telemetry;
+pub mod triage;
 mod util;

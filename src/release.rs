@@ -36,6 +36,80 @@ pub fn validate(release: &str) -> Result<&str, String> {
     Ok(release)
 }
 
+/// A release name in its parts: `bundle version (build)`, `version (build)`, or a bare
+/// `bundle version` / `version` as a report without a build number gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseName<'a> {
+    pub app: Option<&'a str>,
+    pub version: &'a str,
+    pub build: Option<&'a str>,
+}
+
+/// Splits a release name into app, version and build; `None` when it has no version.
+pub fn parse(name: &str) -> Option<ReleaseName<'_>> {
+    let name = name.trim();
+    let (head, build) = match name.strip_suffix(')').and_then(|r| r.rsplit_once(" (")) {
+        Some((head, build)) => (head, Some(build)),
+        None => (name, None),
+    };
+    let mut words = head.split(' ').filter(|w| !w.is_empty());
+    let first = words.next()?;
+    match (words.next(), words.next()) {
+        (None, _) => Some(ReleaseName {
+            app: None,
+            version: first,
+            build,
+        }),
+        (Some(version), None) => Some(ReleaseName {
+            app: Some(first),
+            version,
+            build,
+        }),
+        _ => None,
+    }
+}
+
+/// A text key whose byte order is DESIGN.md's release order: `version` as
+/// dot-separated parts, numeric parts as numbers, a missing part as 0, non-numeric
+/// parts as strings after numeric ones; then `build` the same way. Stored beside each
+/// release so SQL can order and compare releases.
+///
+/// Each part is `N`, two digits of length and the number without leading zeros, or
+/// `S` and the text (`N` < `S`: numbers first); parts are joined by `.` and trailing
+/// zero parts dropped (so `1.2` = `1.2.0`); version and build are joined by ` `, which
+/// sorts below `.` so a shorter version ends first.
+pub fn sort_key(version: &str, build: Option<&str>) -> String {
+    let mut key = dotted_key(version);
+    key.push(' ');
+    key.push_str(&dotted_key(build.unwrap_or("")));
+    key
+}
+
+/// [`sort_key`] of a full release name; `None` when it does not parse.
+pub fn sort_key_of(name: &str) -> Option<String> {
+    parse(name).map(|r| sort_key(r.version, r.build))
+}
+
+fn dotted_key(text: &str) -> String {
+    let mut parts: Vec<String> = text
+        .split('.')
+        .map(|part| {
+            if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+                let digits = part.trim_start_matches('0');
+                // 99 digits is far past any real version; longer ones compare by prefix.
+                let digits = &digits[..digits.len().min(99)];
+                format!("N{:02}{digits}", digits.len())
+            } else {
+                format!("S{part}")
+            }
+        })
+        .collect();
+    while parts.last().is_some_and(|p| p == "N00" || p == "S") {
+        parts.pop();
+    }
+    parts.join(".")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +140,46 @@ mod tests {
         }
         let long = format!("{} 1.0 (1)", "a".repeat(MAX_RELEASE_LEN));
         assert!(validate(&long).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn releases_order_by_version_then_build() {
+        let ordered = [
+            ("0.9", Some("100")),
+            ("1", Some("1")),
+            ("1.0.0", Some("2")),
+            ("1.2", Some("1")),
+            ("1.2.0", Some("9")),
+            ("1.2.0", Some("10")),
+            ("1.2.1", None),
+            ("1.2.1", Some("1")),
+            ("1.2.a", Some("1")),
+            ("1.10", Some("1")),
+            ("2.0-beta", Some("1")),
+            ("10.0", Some("0")),
+        ];
+        for pair in ordered.windows(2) {
+            let (a, b) = (
+                sort_key(pair[0].0, pair[0].1),
+                sort_key(pair[1].0, pair[1].1),
+            );
+            assert!(a < b, "{:?} < {:?}: {a:?} vs {b:?}", pair[0], pair[1]);
+        }
+        assert_eq!(sort_key("1.2", Some("3")), sort_key("1.2.0", Some("3.0")));
+    }
+
+    #[test]
+    fn release_names_split_into_app_version_build() {
+        let r = parse("com.outofbox.app 1.2.0 (42)").unwrap();
+        assert_eq!(
+            (r.app, r.version, r.build),
+            (Some("com.outofbox.app"), "1.2.0", Some("42"))
+        );
+        let r = parse("1.2.0 (42)").unwrap();
+        assert_eq!((r.app, r.version, r.build), (None, "1.2.0", Some("42")));
+        let r = parse("app 2.0").unwrap();
+        assert_eq!((r.app, r.version, r.build), (Some("app"), "2.0", None));
+        assert!(parse("").is_none());
+        assert!(parse("a b c (1)").is_none());
     }
 }

@@ -14,6 +14,7 @@ use crate::report::ParseErrorKind;
 use crate::sentry::chunks::ChunkError;
 use crate::sentry::envelope::EnvelopeError;
 use crate::store::StoreError;
+use crate::triage::TriageError;
 
 /// An error on its way to the client.
 #[derive(Debug)]
@@ -130,6 +131,17 @@ impl From<StoreError> for ApiError {
             ),
             err => ApiError::internal(err),
         }
+    }
+}
+
+impl From<TriageError> for ApiError {
+    fn from(err: TriageError) -> Self {
+        let status = match err {
+            TriageError::Store(store) => return store.into(),
+            TriageError::NotFound(_) => StatusCode::NOT_FOUND,
+            TriageError::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, err.code(), err.to_string())
     }
 }
 

@@ -9,6 +9,7 @@ mod error;
 pub mod limits;
 mod ops;
 mod sentry;
+mod triage;
 
 use std::time::Instant;
 
@@ -49,6 +50,23 @@ pub fn router(app: App) -> Router {
             get(crashes::get).delete(crashes::delete),
         )
         .route("/api/v1/crashes/{id}/apple", get(crashes::get_apple))
+        .route("/api/v1/groups", get(triage::list_groups))
+        .route(
+            "/api/v1/groups/{id}",
+            get(triage::get_group).patch(triage::patch_group),
+        )
+        .route("/api/v1/groups/{id}/merge", post(triage::merge))
+        .route("/api/v1/groups/{id}/unmerge", post(triage::unmerge))
+        .route("/api/v1/groups/{id}/crashes", get(triage::group_crashes))
+        .route(
+            "/api/v1/releases",
+            get(triage::list_releases).post(triage::put_release),
+        )
+        .route("/api/v1/releases/{release}", get(triage::get_release))
+        .route(
+            "/api/v1/releases/{release}/sessions",
+            post(triage::add_sessions),
+        )
         // sentry-cli (CI) and Sentry SDKs (devices); `http::sentry` has the details.
         .route(
             "/api/0/organizations/{org}/chunk-upload/",
@@ -150,7 +168,7 @@ pub(crate) fn authorize_any(
     Err(denied.unwrap_or(Denied::Missing).into())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -17,7 +17,8 @@ use crate::render::signature;
 use crate::report::{self, CrashReport, ParseError, ParseLimits};
 use crate::scrub::{keyed_hash, scrub, ScrubSummary};
 use crate::store::{
-    unix_ms, Filing, NeededDebugFile, NewCrash, Refiling, Store, StoreError, StoredCrash,
+    unix_ms, CrashFacts, Filing, NeededDebugFile, NewCrash, Refiling, Store, StoreError,
+    StoredCrash,
 };
 use crate::symbolicate::{release_of, symbolicate, DebugFileSource};
 
@@ -60,10 +61,11 @@ pub struct CrashRecord {
     /// Keyed hash of the device, for counting affected devices.
     pub device_hash: Option<String>,
     pub release: Option<String>,
-    pub signature: String,
+    /// Where its last symbolication filed it: signature, home group, missing debug
+    /// files, variant, title and culprit.
+    pub filing: Filing,
+    /// Its current group: the home group, or the group that was merged into.
     pub group_id: String,
-    /// Debug ids its frames needed that were missing.
-    pub missing: Vec<NeededDebugFile>,
     pub scrub: ScrubSummary,
     pub report: CrashReport,
 }
@@ -90,6 +92,7 @@ impl CrashRecord {
             &time::format_description::well_known::Rfc3339,
         )
         .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+        let facts = facts_of(&self.report);
         let json = serde_json::to_vec(&StoredRecord {
             v: RECORD_VERSION,
             scrub: self.scrub,
@@ -104,11 +107,8 @@ impl CrashRecord {
             unix_ms(received),
             self.device_hash,
             self.release,
-            Filing {
-                signature: self.signature,
-                group_id: self.group_id,
-                missing: self.missing,
-            },
+            facts,
+            self.filing,
             &json,
         )
     }
@@ -127,12 +127,26 @@ impl CrashRecord {
             identity: String::new(),
             device_hash: stored.device_hash,
             release: stored.release,
-            signature: stored.filing.signature,
-            group_id: stored.filing.group_id,
-            missing: stored.filing.missing,
+            filing: stored.filing,
+            group_id: stored.group_id,
             scrub: record.scrub,
             report: record.report,
         })
+    }
+}
+
+/// What a report says about where it ran: its app, OS and device model.
+pub fn facts_of(report: &CrashReport) -> CrashFacts {
+    let os = match (&report.os.name, &report.os.version) {
+        (Some(name), Some(version)) => Some(format!("{name} {version}")),
+        (Some(name), None) => Some(name.clone()),
+        (None, Some(version)) => Some(version.clone()),
+        (None, None) => None,
+    };
+    CrashFacts {
+        app: report.app.bundle_id.clone().unwrap_or_default(),
+        os,
+        device_model: report.device_model.clone(),
     }
 }
 
@@ -140,6 +154,7 @@ impl CrashRecord {
 pub fn analyze(report: &CrashReport, source: &dyn DebugFileSource) -> Filing {
     let crash = symbolicate(report, source);
     let signature = signature(report, &crash);
+    let app = report.app.bundle_id.as_deref().unwrap_or("");
     let mut missing: Vec<NeededDebugFile> = crash
         .missing_debug_ids()
         // System libraries have no dSYM a team could upload; listing them would bury
@@ -155,15 +170,25 @@ pub fn analyze(report: &CrashReport, source: &dyn DebugFileSource) -> Filing {
     missing.sort_by(|a, b| a.debug_id.cmp(&b.debug_id));
     missing.dedup_by(|a, b| a.debug_id == b.debug_id);
     Filing {
-        group_id: group_id(&signature),
+        group_id: group_id(app, &signature),
+        title: signature.clone(),
+        culprit: None,
+        variant: String::new(),
         signature,
         missing,
     }
 }
 
-/// A group's id: derived from its signature, so it needs no lookup table.
-pub fn group_id(signature: &str) -> String {
-    hex::encode(&Sha256::digest(signature.as_bytes())[..8])
+/// A group's id: derived from its app and signature, so it needs no lookup table; the
+/// same crash site in two apps is two groups. Crashes without a bundle id hash the
+/// signature alone, as every group did before groups had apps.
+pub fn group_id(app: &str, signature: &str) -> String {
+    let digest = if app.is_empty() {
+        Sha256::digest(signature.as_bytes())
+    } else {
+        Sha256::digest(format!("{app}\n{signature}").as_bytes())
+    };
+    hex::encode(&digest[..8])
 }
 
 /// Parses, scrubs and symbolicates one upload into the records to store (several for
@@ -213,9 +238,8 @@ pub fn prepare_as(
             identity,
             device_hash: scrubbed.device_hash,
             release: release_of(&report),
-            signature: analysis.signature,
-            group_id: analysis.group_id,
-            missing: analysis.missing,
+            group_id: analysis.group_id.clone(),
+            filing: analysis,
             scrub: scrubbed.summary,
             report,
         });
@@ -251,7 +275,15 @@ pub fn resymbolicate(
                 }
             };
             let analysis = analyze(&old.report, source);
-            if analysis.signature != old.signature || analysis.missing != old.missing {
+            // Title and culprit are the group's; the filing is what decides the group.
+            let old = &old.filing;
+            if (
+                &analysis.signature,
+                &analysis.group_id,
+                &analysis.missing,
+                &analysis.variant,
+            ) != (&old.signature, &old.group_id, &old.missing, &old.variant)
+            {
                 changes.push(Refiling {
                     id,
                     filing: analysis,
@@ -315,7 +347,13 @@ mod store_tests {
     fn retention_prunes_old_crashes_with_their_counts() {
         let (_dir, store) = store_with(&[100, 95, 1]);
         let groups = store
-            .groups(crate::store::GroupSort::Count, None, 10)
+            .groups(
+                &Default::default(),
+                crate::store::GroupSort::Count,
+                None,
+                10,
+                i64::MAX,
+            )
             .unwrap()
             .items;
         assert_eq!(groups.len(), 1);
@@ -345,7 +383,7 @@ mod store_tests {
         let record = CrashRecord::decode(store.crash(&stored.id).unwrap().unwrap()).unwrap();
         assert_eq!(record.report.app.version.as_deref(), Some("1.0"));
         assert_eq!(record.release, stored.release);
-        assert_eq!(record.missing.len(), 1);
+        assert_eq!(record.filing.missing.len(), 1);
     }
 
     #[test]
@@ -356,11 +394,13 @@ mod store_tests {
             received_at: "2026-01-01T00:00:00.000Z".into(),
             device_hash: None,
             release: None,
+            facts: CrashFacts::default(),
             filing: Filing {
                 signature: "s".into(),
                 group_id: "g".into(),
-                missing: vec![],
+                ..Filing::default()
             },
+            group_id: "g".into(),
             record: br#"{"v":1,"report":{"format":"ips","threads":[]}}"#.to_vec(),
         };
         let record = CrashRecord::decode(stored).unwrap();
@@ -446,7 +486,7 @@ mod store_tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(V1_DATABASE, dir.path().join(crate::store::DB_FILE)).unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 3);
+        assert_eq!(store.schema_version().unwrap(), 4);
         // The .crash is a retry of the v1 .ips (same incident): stored once.
         let mut expected = fixture_records();
         let mut seen = std::collections::HashSet::new();
@@ -456,20 +496,28 @@ mod store_tests {
         for (stored, expected) in stored.into_iter().zip(&expected) {
             let read = CrashRecord::decode(stored).unwrap();
             assert_eq!(read.report, expected.report);
-            assert_eq!(read.signature, expected.signature);
+            assert_eq!(read.filing.signature, expected.filing.signature);
             assert_eq!(read.release, expected.release);
             assert_eq!(read.received_at[..16], expected.received_at[..16]);
         }
         // The second migration filled releases and hourly counts from the crashes.
         let releases = store.releases().unwrap();
         assert!(!releases.is_empty());
+        // Opening filled the release parts v4 keeps (app, version, build, order).
+        assert!(releases.iter().all(|r| r.version.is_some()), "{releases:?}");
         assert_eq!(
             releases.iter().map(|r| r.crashes).sum::<u64>(),
             expected.iter().filter(|r| r.release.is_some()).count() as u64
         );
         assert_eq!(store.audit().unwrap(), vec![]);
         let group = &store
-            .groups(crate::store::GroupSort::Count, None, 1)
+            .groups(
+                &Default::default(),
+                crate::store::GroupSort::Count,
+                None,
+                1,
+                i64::MAX,
+            )
             .unwrap()
             .items[0];
         let since = time::macros::datetime!(2026-11-29 00:00 UTC);

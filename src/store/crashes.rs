@@ -23,12 +23,28 @@ pub struct NeededDebugFile {
 }
 
 /// What the last symbolication decided about a crash: where it is filed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Filing {
     pub signature: String,
+    /// The group its signature names (its home); merges may file it elsewhere.
     pub group_id: String,
     /// Debug ids its frames needed that were missing, sorted by debug id.
     pub missing: Vec<NeededDebugFile>,
+    /// The call path that reached the crash site; "" when none.
+    pub variant: String,
+    /// The group's title and culprit as this crash names them.
+    pub title: String,
+    pub culprit: Option<String>,
+}
+
+/// What a crash says about where it ran: counted per group and release, and filtered on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CrashFacts {
+    /// The app's bundle id; "" when the report names none. Groups belong to one app.
+    pub app: String,
+    /// `iOS 17.1.2`.
+    pub os: Option<String>,
+    pub device_model: Option<String>,
 }
 
 /// A crash on its way in. The record (the scrubbed report, as JSON the caller owns) is
@@ -41,6 +57,7 @@ pub struct NewCrash {
     /// Keyed hash of the device, for counting affected devices.
     pub device_hash: Option<String>,
     pub release: Option<String>,
+    pub facts: CrashFacts,
     pub filing: Filing,
     pub(super) record: Vec<u8>,
 }
@@ -51,6 +68,7 @@ impl NewCrash {
         received_ms: i64,
         device_hash: Option<String>,
         release: Option<String>,
+        facts: CrashFacts,
         filing: Filing,
         record_json: &[u8],
     ) -> Result<Self, StoreError> {
@@ -59,6 +77,7 @@ impl NewCrash {
             received_ms,
             device_hash,
             release,
+            facts,
             filing,
             record: compress(record_json)?,
         })
@@ -78,7 +97,11 @@ pub struct StoredCrash {
     pub received_at: String,
     pub device_hash: Option<String>,
     pub release: Option<String>,
+    pub facts: CrashFacts,
+    /// Where its last symbolication filed it: `filing.group_id` is its home group.
     pub filing: Filing,
+    /// Its current group: the home group, or the group that was merged into.
+    pub group_id: String,
     /// The record's JSON, as the caller handed it in.
     pub record: Vec<u8>,
 }
@@ -179,13 +202,24 @@ pub(super) fn parse_missing(raw: Option<String>) -> Vec<NeededDebugFile> {
 }
 
 /// The parts of a crash the counters depend on.
+#[derive(Clone)]
 pub(super) struct Counted {
     pub seq: i64,
     pub received_ms: i64,
     pub device: Option<Vec<u8>>,
     pub release: Option<String>,
+    /// The current group (after merges): the one whose counters it adds to.
     pub group_id: String,
     pub missing: Vec<NeededDebugFile>,
+    pub os: Option<String>,
+    pub device_model: Option<String>,
+    pub variant: Option<String>,
+}
+
+/// A release's order key (see `release::sort_key`), or `None` for a name that does not
+/// parse.
+fn release_key(release: &str) -> Option<String> {
+    crate::release::sort_key_of(release)
 }
 
 fn hour_of(ms: i64) -> i64 {
@@ -197,7 +231,8 @@ fn hour_of(ms: i64) -> i64 {
 pub(super) fn add_counts(conn: &Connection, c: &Counted) -> Result<(), StoreError> {
     let mut deltas = Deltas::default();
     deltas.add(c);
-    apply(conn, deltas)?;
+    // A crash that moves is not a new crash: it changes no group's state.
+    apply(conn, deltas, false)?;
     add_missing(conn, c)
 }
 
@@ -248,14 +283,40 @@ pub(super) fn remove_counts(conn: &Connection, c: &Counted) -> Result<(), StoreE
         "DELETE FROM group_hours WHERE group_id = ?1 AND hour = ?2",
         params![c.group_id, hour_of(c.received_ms)],
     )?;
+    for (value, update, delete) in [
+        (
+            &c.os,
+            "UPDATE group_os SET crashes = crashes - 1
+             WHERE group_id = ?1 AND os = ?2 RETURNING crashes",
+            "DELETE FROM group_os WHERE group_id = ?1 AND os = ?2",
+        ),
+        (
+            &c.device_model,
+            "UPDATE group_device_models SET crashes = crashes - 1
+             WHERE group_id = ?1 AND device_model = ?2 RETURNING crashes",
+            "DELETE FROM group_device_models WHERE group_id = ?1 AND device_model = ?2",
+        ),
+        (
+            &c.variant,
+            "UPDATE group_variants SET crashes = crashes - 1
+             WHERE group_id = ?1 AND variant = ?2 RETURNING crashes",
+            "DELETE FROM group_variants WHERE group_id = ?1 AND variant = ?2",
+        ),
+    ] {
+        if let Some(value) = value {
+            decrement(conn, update, delete, params![c.group_id, value])?;
+        }
+    }
     if let Some(release) = &c.release {
-        decrement(
+        if decrement(
             conn,
             "UPDATE group_releases SET crashes = crashes - 1
              WHERE group_id = ?1 AND release = ?2 RETURNING crashes",
             "DELETE FROM group_releases WHERE group_id = ?1 AND release = ?2",
             params![c.group_id, release],
-        )?;
+        )? {
+            recount_release_bounds(conn, &c.group_id)?;
+        }
         conn.prepare_cached("UPDATE releases SET crashes = crashes - 1 WHERE name = ?1")?
             .execute([release])?;
         if let Some(device) = &c.device {
@@ -294,6 +355,25 @@ pub(super) fn remove_counts(conn: &Connection, c: &Counted) -> Result<(), StoreE
     Ok(())
 }
 
+/// Sets a group's first and last release from its remaining crashes' releases, after
+/// one of them lost its last crash.
+fn recount_release_bounds(conn: &Connection, group_id: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE groups SET
+             (first_release, first_release_key) = (
+                 SELECT r.name, r.sort_key FROM group_releases gr JOIN releases r ON r.name = gr.release
+                 WHERE gr.group_id = ?1 AND r.sort_key IS NOT NULL
+                 ORDER BY r.sort_key, r.name LIMIT 1),
+             (last_release, last_release_key) = (
+                 SELECT r.name, r.sort_key FROM group_releases gr JOIN releases r ON r.name = gr.release
+                 WHERE gr.group_id = ?1 AND r.sort_key IS NOT NULL
+                 ORDER BY r.sort_key DESC, r.name DESC LIMIT 1)
+         WHERE id = ?1",
+    )?
+    .execute([group_id])?;
+    Ok(())
+}
+
 /// Decrements a counter row and deletes it at zero. True when it was deleted.
 fn decrement(
     conn: &Connection,
@@ -322,7 +402,7 @@ pub(super) fn insert(conn: &Connection, crashes: &[NewCrash]) -> Result<Vec<Inse
         let existing = conn
             .prepare_cached(
                 "SELECT c.seq, c.nonce, c.group_id, g.signature FROM crashes c
-                 JOIN groups g ON g.id = c.group_id WHERE c.identity = ?1",
+                 JOIN groups g ON g.id = coalesce(c.home, c.group_id) WHERE c.identity = ?1",
             )?
             .query_row([&identity], |row| {
                 Ok(Inserted {
@@ -339,23 +419,29 @@ pub(super) fn insert(conn: &Connection, crashes: &[NewCrash]) -> Result<Vec<Inse
         }
         let nonce: i64 = rand::random::<i64>();
         let device = crash.device_hash.as_deref().map(device_key);
-        // The group row must exist before the crash row names it.
-        ensure_group(conn, &crash.filing, crash.received_ms)?;
+        // The group row must exist before the crash row names it; a merged group
+        // files the crash in the group it was merged into.
+        let current = ensure_group(conn, &crash.filing, &crash.facts.app, crash.received_ms)?;
+        let variant = non_empty(&crash.filing.variant);
         conn.prepare_cached(
             "INSERT INTO crashes (nonce, identity, received_at, group_id, release, device,
-                                  missing, record_format, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                  missing, record_format, record, home, os, device_model, variant)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             nonce,
             identity,
             crash.received_ms,
-            crash.filing.group_id,
+            current,
             crash.release,
             device,
             missing_json(&crash.filing.missing),
             RECORD_DEFLATE_JSON,
             crash.record,
+            crash.filing.group_id,
+            crash.facts.os,
+            crash.facts.device_model,
+            variant,
         ])?;
         let seq = conn.last_insert_rowid();
         let counted = Counted {
@@ -363,14 +449,18 @@ pub(super) fn insert(conn: &Connection, crashes: &[NewCrash]) -> Result<Vec<Inse
             received_ms: crash.received_ms,
             device,
             release: crash.release.clone(),
-            group_id: crash.filing.group_id.clone(),
+            group_id: current.clone(),
             missing: crash.filing.missing.clone(),
+            os: crash.facts.os.clone(),
+            device_model: crash.facts.device_model.clone(),
+            variant: variant.map(str::to_owned),
         };
         add_missing(conn, &counted)?;
         deltas.add(&counted);
+        deltas.title(&crash.filing);
         out.push(Inserted {
             id: crash_id(seq, nonce),
-            group_id: crash.filing.group_id.clone(),
+            group_id: current,
             signature: crash.filing.signature.clone(),
             created: true,
         });
@@ -398,6 +488,30 @@ pub(super) struct Deltas {
     group_releases: HashMap<(String, String), i64>,
     releases: HashMap<String, (i64, i64, i64)>,
     release_devices: HashMap<(String, Vec<u8>), i64>,
+    group_os: HashMap<(String, String), i64>,
+    group_device_models: HashMap<(String, String), i64>,
+    group_variants: HashMap<(String, String), i64>,
+    /// Per group, the lowest and highest release (order key, name) among the crashes.
+    release_bounds: HashMap<String, (NamedRelease, NamedRelease)>,
+    /// Per home group, the title and culprit its latest crash gave.
+    titles: HashMap<String, (String, Option<String>)>,
+}
+
+/// A release's order key and name.
+type NamedRelease = (String, String);
+
+/// A string column's value: `None` for "".
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+fn widen_bounds(entry: &mut (NamedRelease, NamedRelease), low: &NamedRelease, high: &NamedRelease) {
+    if *low < entry.0 {
+        entry.0 = low.clone();
+    }
+    if *high > entry.1 {
+        entry.1 = high.clone();
+    }
 }
 
 fn widen(entry: &mut (i64, i64, i64), n: i64, first: i64, last: i64) {
@@ -442,6 +556,35 @@ impl Deltas {
                     .entry((release.clone(), device.clone()))
                     .or_default() += 1;
             }
+            if let Some(key) = release_key(release) {
+                let named = (key, release.clone());
+                widen_bounds(
+                    self.release_bounds
+                        .entry(c.group_id.clone())
+                        .or_insert_with(|| (named.clone(), named.clone())),
+                    &named,
+                    &named,
+                );
+            }
+        }
+        for (value, map) in [
+            (&c.os, &mut self.group_os),
+            (&c.device_model, &mut self.group_device_models),
+            (&c.variant, &mut self.group_variants),
+        ] {
+            if let Some(value) = value {
+                *map.entry((c.group_id.clone(), value.clone())).or_default() += 1;
+            }
+        }
+    }
+
+    /// Remembers the title and culprit a new crash gives its home group.
+    fn title(&mut self, filing: &Filing) {
+        if !filing.title.is_empty() {
+            self.titles.insert(
+                filing.group_id.clone(),
+                (filing.title.clone(), filing.culprit.clone()),
+            );
         }
     }
 
@@ -474,6 +617,25 @@ impl Deltas {
         for (k, n) in other.release_devices {
             *self.release_devices.entry(k).or_default() += n;
         }
+        for (k, n) in other.group_os {
+            *self.group_os.entry(k).or_default() += n;
+        }
+        for (k, n) in other.group_device_models {
+            *self.group_device_models.entry(k).or_default() += n;
+        }
+        for (k, n) in other.group_variants {
+            *self.group_variants.entry(k).or_default() += n;
+        }
+        for (k, (low, high)) in other.release_bounds {
+            widen_bounds(
+                self.release_bounds
+                    .entry(k)
+                    .or_insert_with(|| (low.clone(), high.clone())),
+                &low,
+                &high,
+            );
+        }
+        self.titles.extend(other.titles);
     }
 }
 
@@ -486,13 +648,36 @@ pub(super) fn discard_pending() {
 /// before `COMMIT`, so they commit with the crash rows they count.
 pub(super) fn flush_pending(conn: &Connection) -> Result<(), StoreError> {
     let deltas = PENDING.with(|pending| std::mem::take(&mut *pending.borrow_mut()));
-    apply(conn, deltas)
+    apply(conn, deltas, true)
 }
 
 /// Adds summed counter changes to their rows. Group rows must exist; releases are made
 /// when new. A device row whose count equals what was added is new, so it counts once
-/// more in its group's or release's devices.
-fn apply(conn: &Connection, deltas: Deltas) -> Result<(), StoreError> {
+/// more in its group's or release's devices. For `new_crashes` (not moves) the groups'
+/// lifecycle follows: regressions, the end of an ignore.
+fn apply(conn: &Connection, deltas: Deltas, new_crashes: bool) -> Result<(), StoreError> {
+    // Releases first: a group's first and last release are looked up by key below.
+    for (release, (n, first, last)) in &deltas.releases {
+        let parsed = crate::release::parse(release);
+        conn.prepare_cached(
+            "INSERT INTO releases (name, crashes, devices, first_seen, last_seen,
+                                   app, version, build, sort_key)
+             VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (name) DO UPDATE SET crashes = crashes + excluded.crashes,
+                 first_seen = min(coalesce(first_seen, excluded.first_seen), excluded.first_seen),
+                 last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen)",
+        )?
+        .execute(params![
+            release,
+            n,
+            first,
+            last,
+            parsed.as_ref().and_then(|r| r.app).unwrap_or(""),
+            parsed.as_ref().map(|r| r.version),
+            parsed.as_ref().and_then(|r| r.build),
+            release_key(release),
+        ])?;
+    }
     let mut new_group_devices: HashMap<&str, i64> = HashMap::new();
     for ((group, device), n) in &deltas.group_devices {
         let crashes: i64 = conn
@@ -508,12 +693,73 @@ fn apply(conn: &Connection, deltas: Deltas) -> Result<(), StoreError> {
     }
     for (group, (n, first, last)) in &deltas.groups {
         let devices = new_group_devices.get(group.as_str()).copied().unwrap_or(0);
+        let state = conn
+            .prepare_cached(
+                "UPDATE groups SET count = count + ?2, devices = devices + ?3,
+                     first_seen = min(first_seen, ?4), last_seen = max(last_seen, ?5)
+                 WHERE id = ?1
+                 RETURNING status, resolved_key, resolved_next, ignore_left, ignore_until",
+            )?
+            .query_row(params![group, n, devices, first, last], |row| {
+                Ok(super::triage::LiveState {
+                    status: row.get(0)?,
+                    resolved_key: row.get(1)?,
+                    resolved_next: row.get(2)?,
+                    ignore_left: row.get(3)?,
+                    ignore_until: row.get(4)?,
+                })
+            })?;
+        let bounds = deltas.release_bounds.get(group);
+        if let Some(((low_key, low), (high_key, high))) = bounds {
+            conn.prepare_cached(
+                "UPDATE groups SET first_release = ?2, first_release_key = ?3
+                 WHERE id = ?1 AND (first_release_key IS NULL OR first_release_key > ?3)",
+            )?
+            .execute(params![group, low, low_key])?;
+            conn.prepare_cached(
+                "UPDATE groups SET last_release = ?2, last_release_key = ?3
+                 WHERE id = ?1 AND (last_release_key IS NULL OR last_release_key < ?3)",
+            )?
+            .execute(params![group, high, high_key])?;
+        }
+        if new_crashes {
+            super::triage::after_new_crashes(
+                conn,
+                group,
+                &state,
+                *n,
+                bounds.map(|(_, high)| high),
+                *last,
+            )?;
+        }
+    }
+    for ((group, os), n) in &deltas.group_os {
         conn.prepare_cached(
-            "UPDATE groups SET count = count + ?2, devices = devices + ?3,
-                 first_seen = min(first_seen, ?4), last_seen = max(last_seen, ?5)
-             WHERE id = ?1",
+            "INSERT INTO group_os (group_id, os, crashes) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO UPDATE SET crashes = crashes + excluded.crashes",
         )?
-        .execute(params![group, n, devices, first, last])?;
+        .execute(params![group, os, n])?;
+    }
+    for ((group, model), n) in &deltas.group_device_models {
+        conn.prepare_cached(
+            "INSERT INTO group_device_models (group_id, device_model, crashes) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO UPDATE SET crashes = crashes + excluded.crashes",
+        )?
+        .execute(params![group, model, n])?;
+    }
+    for ((group, variant), n) in &deltas.group_variants {
+        conn.prepare_cached(
+            "INSERT INTO group_variants (group_id, variant, crashes) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO UPDATE SET crashes = crashes + excluded.crashes",
+        )?
+        .execute(params![group, variant, n])?;
+    }
+    for (group, (title, culprit)) in &deltas.titles {
+        conn.prepare_cached(
+            "UPDATE groups SET title = ?2, culprit = ?3
+             WHERE id = ?1 AND (title IS NOT ?2 OR culprit IS NOT ?3)",
+        )?
+        .execute(params![group, title, culprit])?;
     }
     for ((group, hour), n) in &deltas.group_hours {
         conn.prepare_cached(
@@ -528,16 +774,6 @@ fn apply(conn: &Connection, deltas: Deltas) -> Result<(), StoreError> {
              ON CONFLICT DO UPDATE SET crashes = crashes + excluded.crashes",
         )?
         .execute(params![group, release, n])?;
-    }
-    for (release, (n, first, last)) in &deltas.releases {
-        conn.prepare_cached(
-            "INSERT INTO releases (name, crashes, devices, first_seen, last_seen)
-             VALUES (?1, ?2, 0, ?3, ?4)
-             ON CONFLICT (name) DO UPDATE SET crashes = crashes + excluded.crashes,
-                 first_seen = min(coalesce(first_seen, excluded.first_seen), excluded.first_seen),
-                 last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen)",
-        )?
-        .execute(params![release, n, first, last])?;
     }
     for ((release, device), n) in &deltas.release_devices {
         let crashes: i64 = conn
@@ -556,21 +792,43 @@ fn apply(conn: &Connection, deltas: Deltas) -> Result<(), StoreError> {
 }
 
 /// Creates the group a filing names, empty, unless it exists: crash rows and counters
-/// name groups that must be there.
-fn ensure_group(conn: &Connection, filing: &Filing, at_ms: i64) -> Result<(), StoreError> {
+/// name groups that must be there. Returns the group its crashes are filed in: itself,
+/// or the group it was merged or moved into (aliases point at a live group, never at
+/// another alias).
+fn ensure_group(
+    conn: &Connection,
+    filing: &Filing,
+    app: &str,
+    at_ms: i64,
+) -> Result<String, StoreError> {
+    let current: Option<String> = conn
+        .prepare_cached("SELECT coalesce(alias_of, id) FROM groups WHERE id = ?1")?
+        .query_row([&filing.group_id], |row| row.get(0))
+        .optional()?;
+    if let Some(current) = current {
+        return Ok(current);
+    }
     conn.prepare_cached(
-        "INSERT INTO groups (id, signature, count, devices, first_seen, last_seen)
-         VALUES (?1, ?2, 0, 0, ?3, ?3) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO groups (id, signature, count, devices, first_seen, last_seen, app, title, culprit)
+         VALUES (?1, ?2, 0, 0, ?3, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![filing.group_id, filing.signature, at_ms])?;
-    Ok(())
+    .execute(params![
+        filing.group_id,
+        filing.signature,
+        at_ms,
+        app,
+        filing.title,
+        filing.culprit
+    ])?;
+    Ok(filing.group_id.clone())
 }
 
 /// The counted parts of the crash `seq`, if it exists.
 fn counted(conn: &Connection, seq: i64) -> Result<Option<Counted>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT received_at, device, release, group_id, missing FROM crashes WHERE seq = ?1",
+            "SELECT received_at, device, release, group_id, missing, os, device_model, variant
+             FROM crashes WHERE seq = ?1",
         )?
         .query_row([seq], |row| {
             Ok(Counted {
@@ -580,14 +838,21 @@ fn counted(conn: &Connection, seq: i64) -> Result<Option<Counted>, StoreError> {
                 release: row.get(2)?,
                 group_id: row.get(3)?,
                 missing: parse_missing(row.get(4)?),
+                os: row.get(5)?,
+                device_model: row.get(6)?,
+                variant: row.get(7)?,
             })
         })
         .optional()?)
 }
 
-/// Moves stored crashes to new filings, counters and all. Returns how many changed.
+/// Moves stored crashes to new filings, counters and all. A group left with no crash
+/// by the move becomes an alias of the group that took its last one (DESIGN.md,
+/// "Moves"). Returns how many changed.
 pub(super) fn refile(conn: &Connection, changes: &[Refiling]) -> Result<usize, StoreError> {
     let mut changed = 0;
+    // Old current group → the group that took its latest crash.
+    let mut emptied: Vec<(String, String)> = Vec::new();
     for change in changes {
         let Some((seq, nonce)) = parse_crash_id(&change.id) else {
             continue;
@@ -598,25 +863,61 @@ pub(super) fn refile(conn: &Connection, changes: &[Refiling]) -> Result<usize, S
         let Some(old) = counted(conn, seq)? else {
             continue;
         };
+        let app: String = conn
+            .prepare_cached("SELECT app FROM groups WHERE id = ?1")?
+            .query_row([&old.group_id], |row| row.get(0))?;
         remove_counts(conn, &old)?;
-        ensure_group(conn, &change.filing, old.received_ms)?;
-        conn.prepare_cached("UPDATE crashes SET group_id = ?2, missing = ?3 WHERE seq = ?1")?
-            .execute(params![
-                seq,
-                change.filing.group_id,
-                missing_json(&change.filing.missing)
-            ])?;
+        let current = ensure_group(conn, &change.filing, &app, old.received_ms)?;
+        let variant = non_empty(&change.filing.variant).map(str::to_owned);
+        conn.prepare_cached(
+            "UPDATE crashes SET group_id = ?2, missing = ?3, home = ?4, variant = ?5 WHERE seq = ?1",
+        )?
+        .execute(params![
+            seq,
+            current,
+            missing_json(&change.filing.missing),
+            change.filing.group_id,
+            variant,
+        ])?;
+        if old.group_id != current {
+            emptied.retain(|(from, _)| *from != old.group_id);
+            emptied.push((old.group_id.clone(), current.clone()));
+        }
         add_counts(
             conn,
             &Counted {
-                group_id: change.filing.group_id.clone(),
+                group_id: current,
                 missing: change.filing.missing.clone(),
+                variant,
                 ..old
             },
         )?;
         changed += 1;
     }
+    for (from, to) in emptied {
+        super::triage::alias_if_empty(conn, &from, &to)?;
+    }
     Ok(changed)
+}
+
+/// Files the crash `seq` in group `to` (a merge, an unmerge), counters and all.
+pub(super) fn move_crash(conn: &Connection, seq: i64, to: &str) -> Result<(), StoreError> {
+    let Some(old) = counted(conn, seq)? else {
+        return Ok(());
+    };
+    if old.group_id == to {
+        return Ok(());
+    }
+    remove_counts(conn, &old)?;
+    conn.prepare_cached("UPDATE crashes SET group_id = ?2 WHERE seq = ?1")?
+        .execute(params![seq, to])?;
+    add_counts(
+        conn,
+        &Counted {
+            group_id: to.to_owned(),
+            ..old
+        },
+    )
 }
 
 fn nonce_matches(conn: &Connection, seq: i64, nonce: i64) -> Result<bool, StoreError> {
@@ -710,31 +1011,41 @@ pub(super) fn read_crashes_seq(
 ) -> Result<Vec<(i64, StoredCrash)>, StoreError> {
     let sql = format!(
         "SELECT c.seq, c.nonce, c.received_at, c.device, c.release, c.group_id, g.signature,
-                c.missing, c.record_format, c.record
-         FROM crashes c JOIN groups g ON g.id = c.group_id WHERE {condition}"
+                c.missing, c.record_format, c.record, coalesce(c.home, c.group_id), c.variant,
+                g.app, c.os, c.device_model, g.title, g.culprit
+         FROM crashes c JOIN groups g ON g.id = coalesce(c.home, c.group_id) WHERE {condition}"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params, |row| {
         let seq: i64 = row.get(0)?;
-        Ok((
-            seq,
-            row.get::<_, i64>(1)?,
-            row.get::<_, i64>(2)?,
-            row.get::<_, Option<Vec<u8>>>(3)?,
-            row.get::<_, Option<String>>(4)?,
-            row.get::<_, String>(5)?,
-            row.get::<_, String>(6)?,
-            row.get::<_, Option<String>>(7)?,
-            row.get::<_, i64>(8)?,
-            row.get::<_, Vec<u8>>(9)?,
-        ))
+        let id = crash_id(seq, row.get(1)?);
+        let crash = StoredCrash {
+            received_at: ms_to_rfc3339(row.get(2)?),
+            device_hash: row.get::<_, Option<Vec<u8>>>(3)?.map(hex::encode),
+            release: row.get(4)?,
+            group_id: row.get(5)?,
+            facts: CrashFacts {
+                app: row.get(12)?,
+                os: row.get(13)?,
+                device_model: row.get(14)?,
+            },
+            filing: Filing {
+                signature: row.get(6)?,
+                group_id: row.get(10)?,
+                missing: parse_missing(row.get(7)?),
+                variant: row.get::<_, Option<String>>(11)?.unwrap_or_default(),
+                title: row.get(15)?,
+                culprit: row.get(16)?,
+            },
+            id,
+            record: Vec::new(),
+        };
+        Ok((seq, crash, row.get::<_, i64>(8)?, row.get::<_, Vec<u8>>(9)?))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (seq, nonce, received, device, release, group_id, signature, missing, format, raw) =
-            row?;
-        let id = crash_id(seq, nonce);
-        let record = match (decompress(&id, format, &raw), damaged) {
+        let (seq, mut crash, format, raw) = row?;
+        crash.record = match (decompress(&crash.id, format, &raw), damaged) {
             (Ok(record), _) => record,
             (Err(err), Damaged::Fail) => return Err(err),
             (Err(err), Damaged::Skip) => {
@@ -742,21 +1053,7 @@ pub(super) fn read_crashes_seq(
                 continue;
             }
         };
-        out.push((
-            seq,
-            StoredCrash {
-                id,
-                received_at: ms_to_rfc3339(received),
-                device_hash: device.map(hex::encode),
-                release,
-                filing: Filing {
-                    signature,
-                    group_id,
-                    missing: parse_missing(missing),
-                },
-                record,
-            },
-        ));
+        out.push((seq, crash));
     }
     Ok(out)
 }
@@ -772,6 +1069,26 @@ pub struct Mismatch {
 /// Recounts every counter from the crash rows and lists where they differ.
 pub(super) fn audit(conn: &Connection) -> Result<Vec<Mismatch>, StoreError> {
     // Each check: (what, SQL returning key, stored, recounted) rows that differ.
+    let spreads: Vec<(String, String)> = [
+        ("os", "group_os"),
+        ("device_model", "group_device_models"),
+        ("variant", "group_variants"),
+    ]
+    .iter()
+    .map(|(column, table)| {
+        (
+            format!("group {column} crashes"),
+            format!(
+                "SELECT k.group_id || ' ' || k.{column}, coalesce(t.crashes, 0), count(c.seq)
+                 FROM (SELECT group_id, {column} FROM {table}
+                       UNION SELECT group_id, {column} FROM crashes WHERE {column} IS NOT NULL) k
+                 LEFT JOIN {table} t ON t.group_id = k.group_id AND t.{column} = k.{column}
+                 LEFT JOIN crashes c ON c.group_id = k.group_id AND c.{column} = k.{column}
+                 GROUP BY k.group_id, k.{column}"
+            ),
+        )
+    })
+    .collect();
     let checks: [(&str, &str); 10] = [
         (
             "group device crashes",
@@ -851,7 +1168,12 @@ pub(super) fn audit(conn: &Connection) -> Result<Vec<Mismatch>, StoreError> {
         ),
     ];
     let mut out = Vec::new();
-    for (what, sql) in checks {
+    let all = checks.iter().map(|(what, sql)| (*what, *sql)).chain(
+        spreads
+            .iter()
+            .map(|(what, sql)| (what.as_str(), sql.as_str())),
+    );
+    for (what, sql) in all {
         let mut stmt = conn.prepare(sql)?;
         let rows = stmt.query_map([], |row| {
             Ok((

@@ -128,6 +128,10 @@ pub(super) fn put(conn: &Connection, files: &[DebugFileRow]) -> Result<(), Store
             f.uploaded_at,
             releases,
         ])?;
+        // A release is created on first sight: a crash, or debug files uploaded for it.
+        for release in &f.releases {
+            super::triage::ensure_release(conn, release)?;
+        }
     }
     Ok(())
 }

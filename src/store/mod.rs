@@ -22,6 +22,7 @@ mod debug_files;
 mod pool;
 mod schema;
 mod sentry;
+mod triage;
 mod writer;
 
 use std::collections::BTreeSet;
@@ -32,9 +33,15 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use writer::Priority;
 
-pub use crashes::{Filing, Inserted, Mismatch, NeededDebugFile, NewCrash, Refiling, StoredCrash};
+pub use crashes::{
+    CrashFacts, Filing, Inserted, Mismatch, NeededDebugFile, NewCrash, Refiling, StoredCrash,
+};
 pub use debug_files::{DebugFileFilter, DebugFileRow};
 pub use sentry::{SentryFileRow, SentryFileState};
+pub use triage::{
+    Activity, Group, GroupDetail, GroupFilter, GroupSort, Release, ReleaseDetail, ReleaseUpdate,
+    Spread, StateChange, TriageRefusal, SYSTEM_ACTOR,
+};
 
 /// How long a connection waits for a lock (a checkpoint, another process's backup)
 /// before giving up.
@@ -78,28 +85,6 @@ impl StoreError {
     }
 }
 
-/// All crashes with one signature.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
-    pub id: String,
-    pub signature: String,
-    pub status: String,
-    pub count: u64,
-    /// Distinct device hashes among its crashes.
-    pub devices: u64,
-    pub first_seen: String,
-    pub last_seen: String,
-}
-
-/// How a group listing is ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupSort {
-    /// Most crashes first.
-    Count,
-    /// Most recent crash first.
-    LastSeen,
-}
-
 /// A page of a listing and the cursor of the next one (`None` at the end).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {
@@ -127,6 +112,8 @@ pub struct CrashSummary {
     pub id: String,
     pub received_at: String,
     pub release: Option<String>,
+    pub os: Option<String>,
+    pub device_model: Option<String>,
 }
 
 /// A debug id crashes reference and nobody uploaded: the "missing dSYM" list.
@@ -138,16 +125,6 @@ pub struct MissingDebugFile {
     pub crash_count: u64,
     pub releases: BTreeSet<String>,
     pub last_seen: String,
-}
-
-/// One release's counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Release {
-    pub name: String,
-    pub crashes: u64,
-    pub devices: u64,
-    pub first_seen: Option<String>,
-    pub last_seen: Option<String>,
 }
 
 /// Handle to the embedded store. Cheap to clone; all clones share one database.
@@ -253,6 +230,9 @@ impl Store {
         let path = data_dir.join(DB_FILE);
         let mut conn = open_writer(&path)?;
         migrate(&mut conn, version)?;
+        if version.is_none() {
+            triage::backfill_releases(&conn)?;
+        }
         let checkpoints = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -390,7 +370,7 @@ impl Store {
         let before: i64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(i64::MAX);
         let rows: Vec<(i64, CrashSummary)> = self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT seq, nonce, received_at, release FROM crashes
+                "SELECT seq, nonce, received_at, release, os, device_model FROM crashes
                  WHERE group_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
             )?;
             let rows = stmt
@@ -402,6 +382,8 @@ impl Store {
                             id: crashes::crash_id(seq, row.get(1)?),
                             received_at: ms_to_rfc3339(row.get(2)?),
                             release: row.get(3)?,
+                            os: row.get(4)?,
+                            device_model: row.get(5)?,
                         },
                     ))
                 })?
@@ -477,118 +459,6 @@ impl Store {
                         releases: releases
                             .and_then(|r| serde_json::from_str(&r).ok())
                             .unwrap_or_default(),
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
-        })
-    }
-
-    pub fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
-        self.read(|conn| {
-            Ok(conn
-                .prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE id = ?1"))?
-                .query_row([id], group_from_row)
-                .optional()?)
-        })
-    }
-
-    /// Groups in `sort` order, `limit` at a time; `cursor` is a page's `next`.
-    pub fn groups(
-        &self,
-        sort: GroupSort,
-        cursor: Option<&str>,
-        limit: usize,
-    ) -> Result<Page<Group>, StoreError> {
-        // Keyset paging on the sort column and the id, so a page costs the same
-        // however deep it is.
-        let (column, sql) = match sort {
-            GroupSort::Count => ("count", "count"),
-            GroupSort::LastSeen => ("last_seen", "last_seen"),
-        };
-        let (value, after_id) = match cursor.and_then(|c| c.split_once(':')) {
-            Some((value, id)) => (value.parse::<i64>().unwrap_or(i64::MAX), id.to_owned()),
-            None => (i64::MAX, String::new()),
-        };
-        let query = format!(
-            "SELECT {GROUP_COLUMNS} FROM groups
-             WHERE {sql} < ?1 OR ({sql} = ?1 AND id > ?2)
-             ORDER BY {sql} DESC, id LIMIT ?3"
-        );
-        let items: Vec<(i64, Group)> = self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&query)?;
-            let rows = stmt
-                .query_map(params![value, after_id, limit as i64], |row| {
-                    let key: i64 = row.get(column)?;
-                    Ok((key, group_from_row(row)?))
-                })?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
-        })?;
-        let next = (items.len() == limit)
-            .then(|| items.last().map(|(key, g)| format!("{key}:{}", g.id)))
-            .flatten();
-        Ok(Page {
-            items: items.into_iter().map(|(_, g)| g).collect(),
-            next,
-        })
-    }
-
-    /// Crashes per release in one group, most first.
-    pub fn group_releases(&self, group_id: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT release, crashes FROM group_releases WHERE group_id = ?1
-                 ORDER BY crashes DESC, release",
-            )?;
-            let rows = stmt
-                .query_map([group_id], |r| {
-                    Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
-                })?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
-        })
-    }
-
-    /// Crashes per hour of one group since `since` (hour start, RFC 3339), oldest first.
-    pub fn group_hours(
-        &self,
-        group_id: &str,
-        since: time::OffsetDateTime,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        let since_hour = unix_ms(since).div_euclid(3_600_000);
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT hour, crashes FROM group_hours WHERE group_id = ?1 AND hour >= ?2
-                 ORDER BY hour",
-            )?;
-            let rows = stmt
-                .query_map(params![group_id, since_hour], |r| {
-                    Ok((
-                        ms_to_rfc3339(r.get::<_, i64>(0)? * 3_600_000),
-                        r.get::<_, i64>(1)?.max(0) as u64,
-                    ))
-                })?
-                .collect::<Result<_, _>>()?;
-            Ok(rows)
-        })
-    }
-
-    /// Every release with crashes, newest crash first.
-    pub fn releases(&self) -> Result<Vec<Release>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT name, crashes, devices, first_seen, last_seen FROM releases
-                 ORDER BY last_seen DESC, name",
-            )?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(Release {
-                        name: r.get(0)?,
-                        crashes: r.get::<_, i64>(1)?.max(0) as u64,
-                        devices: r.get::<_, i64>(2)?.max(0) as u64,
-                        first_seen: r.get::<_, Option<i64>>(3)?.map(ms_to_rfc3339),
-                        last_seen: r.get::<_, Option<i64>>(4)?.map(ms_to_rfc3339),
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -763,20 +633,6 @@ impl Store {
     }
 }
 
-const GROUP_COLUMNS: &str = "id, signature, status, count, devices, first_seen, last_seen";
-
-fn group_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Group> {
-    Ok(Group {
-        id: row.get(0)?,
-        signature: row.get(1)?,
-        status: row.get(2)?,
-        count: row.get::<_, i64>(3)?.max(0) as u64,
-        devices: row.get::<_, i64>(4)?.max(0) as u64,
-        first_seen: ms_to_rfc3339(row.get(5)?),
-        last_seen: ms_to_rfc3339(row.get(6)?),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -799,6 +655,7 @@ mod tests {
                     name: "App".into(),
                 })
                 .collect(),
+            ..Filing::default()
         }
     }
 
@@ -808,6 +665,7 @@ mod tests {
             1_700_000_000_000,
             Some(hex::encode(device)),
             Some(release.into()),
+            CrashFacts::default(),
             filing(signature, &["dbg-1"]),
             format!(r#"{{"marker":"record of {identity}"}}"#).as_bytes(),
         )
@@ -1023,6 +881,7 @@ mod tests {
             1,
             None,
             None,
+            CrashFacts::default(),
             filing("s1", &[]),
             record.as_bytes(),
         )
@@ -1057,6 +916,7 @@ mod tests {
                     1_000,
                     None,
                     None,
+                    CrashFacts::default(),
                     filing("s1", &[]),
                     noise.as_bytes(),
                 )
@@ -1099,7 +959,13 @@ mod tests {
         let mut cursor = None;
         loop {
             let page = store
-                .groups(GroupSort::Count, cursor.as_deref(), 2)
+                .groups(
+                    &Default::default(),
+                    GroupSort::Count,
+                    cursor.as_deref(),
+                    2,
+                    i64::MAX,
+                )
                 .unwrap();
             seen.extend(page.items.iter().map(|g| g.count));
             match page.next {
@@ -1108,7 +974,9 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![5, 4, 3, 2, 1]);
-        let by_time = store.groups(GroupSort::LastSeen, None, 10).unwrap();
+        let by_time = store
+            .groups(&Default::default(), GroupSort::LastSeen, None, 10, i64::MAX)
+            .unwrap();
         assert_eq!(by_time.items.len(), 5);
         let newest = store.crashes_in_group("g-s4", None, 3).unwrap();
         assert_eq!(newest.items.len(), 3);

@@ -167,11 +167,97 @@ CREATE TABLE sentry_files (
 CREATE INDEX sentry_files_assembling ON sentry_files (state) WHERE state = 'assembling';
 "#;
 
+/// v4: triage. Groups belong to an app and carry their title, culprit, lifecycle state
+/// (resolved in a release, ignored until a count or a date) and, once merged or moved,
+/// the group they are an alias of. Crashes keep their home group (the one their own
+/// signature names; `group_id` is the current one, after merges), OS, device model and
+/// call-path variant, counted per group like releases. Releases get their app, version,
+/// build, order key, channel, rollout, release date and session counts. Activity is
+/// one row per change of a group.
+const V4: &str = r#"
+ALTER TABLE groups ADD COLUMN app TEXT NOT NULL DEFAULT '';
+ALTER TABLE groups ADD COLUMN title TEXT NOT NULL DEFAULT '';
+ALTER TABLE groups ADD COLUMN culprit TEXT;
+-- The release a resolution names (full name), or NULL for a bare resolve; its order key.
+ALTER TABLE groups ADD COLUMN resolved_in TEXT;
+ALTER TABLE groups ADD COLUMN resolved_key TEXT;
+-- 1 when resolved in "next": crashes from releases after `resolved_in` regress it.
+ALTER TABLE groups ADD COLUMN resolved_next INTEGER NOT NULL DEFAULT 0;
+-- Ignored until this time (ms), or until this many more crashes.
+ALTER TABLE groups ADD COLUMN ignore_until INTEGER;
+ALTER TABLE groups ADD COLUMN ignore_left INTEGER;
+-- The group this one was merged or moved into; NULL while it is a group of its own.
+ALTER TABLE groups ADD COLUMN alias_of TEXT;
+-- Lowest and highest release (by release order) among its crashes, with order keys.
+ALTER TABLE groups ADD COLUMN first_release TEXT;
+ALTER TABLE groups ADD COLUMN first_release_key TEXT;
+ALTER TABLE groups ADD COLUMN last_release TEXT;
+ALTER TABLE groups ADD COLUMN last_release_key TEXT;
+CREATE INDEX groups_by_devices ON groups (devices DESC, id);
+CREATE INDEX groups_by_first_seen ON groups (first_seen DESC, id);
+CREATE INDEX groups_by_alias ON groups (alias_of) WHERE alias_of IS NOT NULL;
+CREATE INDEX groups_by_first_release ON groups (first_release) WHERE first_release IS NOT NULL;
+
+ALTER TABLE crashes ADD COLUMN home TEXT;
+ALTER TABLE crashes ADD COLUMN os TEXT;
+ALTER TABLE crashes ADD COLUMN device_model TEXT;
+ALTER TABLE crashes ADD COLUMN variant TEXT;
+UPDATE crashes SET home = group_id;
+CREATE INDEX crashes_by_home ON crashes (home, group_id);
+
+CREATE TABLE group_os (
+    group_id TEXT NOT NULL REFERENCES groups (id),
+    os TEXT NOT NULL,
+    crashes INTEGER NOT NULL,
+    PRIMARY KEY (group_id, os)
+) WITHOUT ROWID;
+CREATE INDEX group_os_by_os ON group_os (os, group_id);
+CREATE TABLE group_device_models (
+    group_id TEXT NOT NULL REFERENCES groups (id),
+    device_model TEXT NOT NULL,
+    crashes INTEGER NOT NULL,
+    PRIMARY KEY (group_id, device_model)
+) WITHOUT ROWID;
+CREATE INDEX group_device_models_by_model ON group_device_models (device_model, group_id);
+CREATE TABLE group_variants (
+    group_id TEXT NOT NULL REFERENCES groups (id),
+    variant TEXT NOT NULL,
+    crashes INTEGER NOT NULL,
+    PRIMARY KEY (group_id, variant)
+) WITHOUT ROWID;
+
+CREATE TABLE activity (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id TEXT NOT NULL REFERENCES groups (id),
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT,
+    -- JSON the caller owns: what else the change named (a release, merged ids).
+    detail TEXT
+);
+CREATE INDEX activity_by_group ON activity (group_id, seq);
+
+ALTER TABLE releases ADD COLUMN app TEXT NOT NULL DEFAULT '';
+ALTER TABLE releases ADD COLUMN version TEXT;
+ALTER TABLE releases ADD COLUMN build TEXT;
+ALTER TABLE releases ADD COLUMN sort_key TEXT;
+ALTER TABLE releases ADD COLUMN channel TEXT;
+ALTER TABLE releases ADD COLUMN rollout REAL;
+ALTER TABLE releases ADD COLUMN released_at INTEGER;
+ALTER TABLE releases ADD COLUMN sessions_total INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE releases ADD COLUMN sessions_crashed INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX releases_by_app ON releases (app, sort_key);
+-- The trend sort reads the last 48 hours of every group.
+CREATE INDEX group_hours_by_hour ON group_hours (hour, group_id);
+"#;
+
 /// Every migration, oldest first.
 pub(super) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
 }
 
 /// The schema version today's code writes.
 #[cfg(test)]
-pub(super) const LATEST: usize = 3;
+pub(super) const LATEST: usize = 4;
