@@ -12,3 +12,4 @@ mod store;
 mod support;
 mod symbolication;
 mod timeouts;
+mod triage;

@@ -211,6 +211,14 @@ impl TestApp {
         reply(req.send(body))
     }
 
+    pub fn patch(&self, path: &str, token: Option<&str>, body: &[u8]) -> Reply {
+        let mut req = self.agent.patch(format!("{}{path}", self.url));
+        if let Some(token) = token {
+            req = req.header("Authorization", &format!("Bearer {token}"));
+        }
+        reply(req.send(body))
+    }
+
     /// `POST /api/v1/dsyms` with the admin token.
     pub fn post_dsyms(&self, query: &str, body: &[u8]) -> Reply {
         self.post(
