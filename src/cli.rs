@@ -1,5 +1,5 @@
 //! The command line: `crashbox serve`, `token create|list|revoke`, `upload-dsyms`, `send-crash`,
-//! `symbolicate`. Each command
+//! `symbolicate`, `backup`, `groups list|show|resolve|ignore|reopen|merge|unmerge`. Each command
 //! parses its flags (with `CRASHBOX_*` environment twins) and calls into the library.
 
 use std::net::SocketAddr;
@@ -41,6 +41,12 @@ enum Command {
     SendCrash(SendCrashArgs),
     /// Symbolicate a crash report offline, with local debug files: no server needed.
     Symbolicate(SymbolicateArgs),
+    /// List, show and change crash groups on a server (for scripts; `--json` for the
+    /// API's own answers).
+    Groups {
+        #[command(subcommand)]
+        command: GroupsCommand,
+    },
     /// Copy the store to one file, consistently, while a server may be running.
     Backup {
         #[arg(long, env = "CRASHBOX_DATA_DIR", default_value = "./data")]
@@ -65,6 +71,102 @@ struct SendCrashArgs {
     /// Report files, in any accepted format.
     #[arg(required = true)]
     files: Vec<PathBuf>,
+}
+
+/// Where the server is and who asks.
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// The server, e.g. http://127.0.0.1:8080
+    #[arg(long, env = "CRASHBOX_URL")]
+    url: String,
+    /// A token: `read` to list and show, `triage` (or `admin`) to change groups.
+    #[arg(long, env = "CRASHBOX_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Print the server's JSON answer instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupsCommand {
+    /// Groups, one line each: id, status, crashes, devices, last seen, title.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// `unresolved`, `resolved`, `ignored`, `regressed`, or several comma-separated.
+        #[arg(long)]
+        status: Option<String>,
+        /// Groups with crashes in this release (`bundle version (build)` or `version (build)`).
+        #[arg(long)]
+        release: Option<String>,
+        /// Groups first seen in this release.
+        #[arg(long)]
+        new_in: Option<String>,
+        /// `iOS` or `iOS 17.1`.
+        #[arg(long)]
+        os: Option<String>,
+        #[arg(long)]
+        device_model: Option<String>,
+        /// Text in the title, culprit or signature.
+        #[arg(long, short = 'q')]
+        query: Option<String>,
+        /// count, devices, last_seen, first_seen or trend.
+        #[arg(long, default_value = "last_seen")]
+        sort: String,
+        /// Groups per page (at most 500).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Follow the cursor to the end instead of one page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One group: state, counts, releases, OS and device spread, call paths, activity.
+    Show {
+        #[command(flatten)]
+        server: ServerArgs,
+        id: String,
+    },
+    /// Resolve a group: plainly, in a release (`--in "1.2.0 (42)"`), or `--in next`.
+    Resolve {
+        #[command(flatten)]
+        server: ServerArgs,
+        id: String,
+        #[arg(long = "in")]
+        release: Option<String>,
+    },
+    /// Ignore a group: for good, until N more crashes, or until a time (RFC 3339).
+    Ignore {
+        #[command(flatten)]
+        server: ServerArgs,
+        id: String,
+        #[arg(long, conflicts_with = "until")]
+        until_count: Option<i64>,
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Set a group back to unresolved.
+    Reopen {
+        #[command(flatten)]
+        server: ServerArgs,
+        id: String,
+    },
+    /// Merge groups into the first one: their crashes move, and later crashes of their
+    /// signatures land in it.
+    Merge {
+        #[command(flatten)]
+        server: ServerArgs,
+        target: String,
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+    /// Give merged signatures their own groups back.
+    Unmerge {
+        #[command(flatten)]
+        server: ServerArgs,
+        id: String,
+        #[arg(long = "signature", required = true)]
+        signatures: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -272,6 +374,211 @@ pub fn main() -> ExitCode {
         Command::SendCrash(args) => send_crash(args),
         Command::Symbolicate(args) => symbolicate(args),
         Command::Backup { data_dir, to } => backup(&data_dir, &to),
+        Command::Groups { command } => groups(command),
+    }
+}
+
+fn groups(command: GroupsCommand) -> ExitCode {
+    use crate::client::encode;
+    use serde_json::{json, Value};
+    let group_path = |id: &str| format!("/api/v1/groups/{}", encode(id));
+    // (server, method, path, body) of the one request a command makes, except `list`.
+    let (server, method, path, body): (ServerArgs, &str, String, Option<Value>) = match command {
+        GroupsCommand::List {
+            server,
+            status,
+            release,
+            new_in,
+            os,
+            device_model,
+            query,
+            sort,
+            limit,
+            all,
+        } => {
+            let mut params = vec![format!("sort={}", encode(&sort)), format!("limit={limit}")];
+            for (name, value) in [
+                ("status", status),
+                ("release", release),
+                ("new_in", new_in),
+                ("os", os),
+                ("device_model", device_model),
+                ("q", query),
+            ] {
+                if let Some(value) = value {
+                    params.push(format!("{name}={}", encode(&value)));
+                }
+            }
+            return list_groups(&server, &params.join("&"), all);
+        }
+        GroupsCommand::Show { server, id } => (server, "GET", group_path(&id), None),
+        GroupsCommand::Resolve {
+            server,
+            id,
+            release,
+        } => {
+            let mut body = json!({"status": "resolved"});
+            if let Some(release) = release {
+                body["resolved_in"] = json!(release);
+            }
+            (server, "PATCH", group_path(&id), Some(body))
+        }
+        GroupsCommand::Ignore {
+            server,
+            id,
+            until_count,
+            until,
+        } => {
+            let mut body = json!({"status": "ignored"});
+            if let Some(n) = until_count {
+                body["until_count"] = json!(n);
+            }
+            if let Some(until) = until {
+                body["until"] = json!(until);
+            }
+            (server, "PATCH", group_path(&id), Some(body))
+        }
+        GroupsCommand::Reopen { server, id } => (
+            server,
+            "PATCH",
+            group_path(&id),
+            Some(json!({"status": "unresolved"})),
+        ),
+        GroupsCommand::Merge {
+            server,
+            target,
+            groups,
+        } => (
+            server,
+            "POST",
+            format!("{}/merge", group_path(&target)),
+            Some(json!({ "groups": groups })),
+        ),
+        GroupsCommand::Unmerge {
+            server,
+            id,
+            signatures,
+        } => (
+            server,
+            "POST",
+            format!("{}/unmerge", group_path(&id)),
+            Some(json!({ "signatures": signatures })),
+        ),
+    };
+    let client = Client::new(&server.url, &server.token);
+    let answer = match &body {
+        None => client.get_json(&path),
+        Some(body) => client.send_json(method, &path, body),
+    };
+    match answer {
+        Ok(answer) if server.json => {
+            println!("{}", answer.body);
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            print_group(&answer.body);
+            ExitCode::SUCCESS
+        }
+        Err(err) => client_failed(&server, err),
+    }
+}
+
+fn client_failed(server: &ServerArgs, err: ClientError) -> ExitCode {
+    eprintln!("crashbox: {err}");
+    if let (true, ClientError::Rejected { body, .. }) = (server.json, &err) {
+        println!("{body}");
+    }
+    match err {
+        ClientError::Rejected { status, .. } if status < 500 => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn list_groups(server: &ServerArgs, query: &str, all: bool) -> ExitCode {
+    let client = Client::new(&server.url, &server.token);
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/api/v1/groups?{query}");
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={}", crate::client::encode(cursor)));
+        }
+        let page = match client.get_json(&path) {
+            Ok(answer) => answer.body,
+            Err(err) => return client_failed(server, err),
+        };
+        if server.json {
+            println!("{page}");
+        } else {
+            for g in page["groups"].as_array().into_iter().flatten() {
+                let text = |k: &str| g[k].as_str().unwrap_or("-").to_owned();
+                println!(
+                    "{}  {:<10}  {:>7}  {:>7}  {}  {}",
+                    text("id"),
+                    text("status"),
+                    g["count"],
+                    g["devices"],
+                    text("last_seen"),
+                    text("title")
+                );
+            }
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) if all => cursor = Some(next.to_owned()),
+            Some(next) => {
+                eprintln!("(more: --all, or the cursor {next})");
+                return ExitCode::SUCCESS;
+            }
+            None => return ExitCode::SUCCESS,
+        }
+    }
+}
+
+/// A group's answer as readable lines.
+fn print_group(g: &serde_json::Value) {
+    let text = |k: &str| g[k].as_str().unwrap_or("-").to_owned();
+    println!("{}  {}", text("id"), text("title"));
+    if let Some(culprit) = g["culprit"].as_str() {
+        println!("  culprit:   {culprit}");
+    }
+    let mut status = text("status");
+    if let Some(release) = g["resolved_in"].as_str() {
+        status.push_str(&format!(" in {release}"));
+    }
+    println!("  status:    {status}");
+    println!(
+        "  crashes:   {} on {} devices, {} .. {}",
+        g["count"],
+        g["devices"],
+        text("first_seen"),
+        text("last_seen")
+    );
+    println!(
+        "  releases:  first {}, last {}",
+        text("first_release"),
+        text("last_release")
+    );
+    for (key, label, field) in [
+        ("releases", "release", "release"),
+        ("os", "os", "os"),
+        ("device_models", "model", "device_model"),
+        ("variants", "call path", "variant"),
+    ] {
+        for item in g[key].as_array().into_iter().flatten() {
+            println!(
+                "  {label:<10} {:>6}  {}",
+                item["count"],
+                item[field].as_str().unwrap_or("-")
+            );
+        }
+    }
+    for a in g["activity"].as_array().into_iter().flatten() {
+        println!(
+            "  {}  {} {} {}",
+            a["at"].as_str().unwrap_or(""),
+            a["actor"].as_str().unwrap_or(""),
+            a["action"].as_str().unwrap_or(""),
+            a["to"].as_str().unwrap_or("")
+        );
     }
 }
 

@@ -93,17 +93,49 @@ impl Client {
         self.send(&format!("{}/api/v1/crashes", self.base), file)
     }
 
+    /// `GET {path}` (a path with its query, from `/api/v1/…`), as JSON.
+    pub fn get_json(&self, path: &str) -> Result<Answer, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .call();
+        Self::answer(&url, response)
+    }
+
+    /// `POST` or `PATCH` a JSON body to `path`.
+    pub fn send_json(&self, method: &str, path: &str, body: &Value) -> Result<Answer, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "PATCH" => self.agent.patch(&url),
+            _ => self.agent.post(&url),
+        };
+        let response = request
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json")
+            .send(body.to_string().as_bytes());
+        Self::answer(&url, response)
+    }
+
     fn send(&self, url: &str, body: File) -> Result<Answer, ClientError> {
         let response = self
             .agent
             .post(url)
             .header("Authorization", &format!("Bearer {}", self.token))
             .header("Content-Type", "application/octet-stream")
-            .send(body)
-            .map_err(|e| ClientError::Transport {
-                url: url.to_owned(),
-                message: e.to_string(),
-            })?;
+            .send(body);
+        Self::answer(url, response)
+    }
+
+    fn answer(
+        url: &str,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Answer, ClientError> {
+        let response = response.map_err(|e| ClientError::Transport {
+            url: url.to_owned(),
+            message: e.to_string(),
+        })?;
         let status = response.status().as_u16();
         let text = response.into_body().read_to_string().unwrap_or_default();
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -123,8 +155,8 @@ impl Client {
     }
 }
 
-/// Percent-encodes a query value.
-fn encode(text: &str) -> String {
+/// Percent-encodes a query value or a path segment.
+pub fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -515,3 +515,78 @@ fn releases_carry_metadata_sessions_and_their_groups() {
         404
     );
 }
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_groups_cli_lists_shows_and_changes_groups_over_http() {
+    let t = Triage::new();
+    let id = t.crash(0xd00, "4.0", "40");
+    let other = t.crash(0xe00, "4.0", "40");
+    let url = t.app.url.as_str();
+
+    let (ok, out, err) = cli(&[
+        "groups", "list", "--url", url, "--token", &t.read, "--sort", "count",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.contains(&id) && out.contains("unresolved"), "{out}");
+
+    let (ok, _, err) = cli(&[
+        "groups", "resolve", &id, "--in", "4.1 (41)", "--url", url, "--token", &t.read,
+    ]);
+    assert!(!ok, "a read token must not resolve");
+    assert!(err.contains("403"), "{err}");
+    let (ok, out, err) = cli(&[
+        "groups", "resolve", &id, "--in", "4.1 (41)", "--url", url, "--token", &t.triage,
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("resolved in {APP} 4.1 (41)")),
+        "{out}"
+    );
+
+    let (ok, _, err) = cli(&[
+        "groups",
+        "ignore",
+        &other,
+        "--until-count",
+        "10",
+        "--url",
+        url,
+        "--token",
+        &t.triage,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&[
+        "groups", "merge", &id, &other, "--url", url, "--token", &t.triage,
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&[
+        "groups", "show", &other, "--json", "--url", url, "--token", &t.read,
+    ]);
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["id"], id.as_str());
+    assert_eq!(shown["count"], 2);
+    assert_eq!(shown["activity"][0]["actor"], "alice");
+
+    let (ok, out, _) = cli(&[
+        "groups", "list", "--status", "ignored", "--url", url, "--token", &t.read,
+    ]);
+    assert!(ok);
+    assert!(out.is_empty(), "the ignored group was merged away: {out}");
+    let (ok, _, err) = cli(&["groups", "show", "nope", "--url", url, "--token", &t.read]);
+    assert!(!ok);
+    assert!(err.contains("404"), "{err}");
+}
