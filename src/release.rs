@@ -36,6 +36,25 @@ pub fn validate(release: &str) -> Result<&str, String> {
     Ok(release)
 }
 
+/// A Sentry release (`com.example.app@1.2.0+42`, as sentry-cocoa names one) as
+/// crashbox names it (`com.example.app 1.2.0 (42)`); `None` when it is not of that
+/// shape or not a valid release name.
+pub fn from_sentry(release: &str) -> Option<String> {
+    let (package, rest) = release.trim().split_once('@')?;
+    let name = match rest.split_once('+') {
+        Some((version, build)) => format!("{package} {version} ({build})"),
+        None => format!("{package} {rest}"),
+    };
+    // `validate` wants a build; a release without one is still a name we keep.
+    match validate(&name) {
+        Ok(valid) => Some(valid.to_owned()),
+        Err(_) if !rest.contains('+') && parse(&name).is_some_and(|r| r.app.is_some()) => {
+            (name.len() <= MAX_RELEASE_LEN && !name.chars().any(char::is_control)).then_some(name)
+        }
+        Err(_) => None,
+    }
+}
+
 /// A release name in its parts: `bundle version (build)`, `version (build)`, or a bare
 /// `bundle version` / `version` as a report without a build number gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +185,20 @@ mod tests {
             assert!(a < b, "{:?} < {:?}: {a:?} vs {b:?}", pair[0], pair[1]);
         }
         assert_eq!(sort_key("1.2", Some("3")), sort_key("1.2.0", Some("3.0")));
+    }
+
+    #[test]
+    fn sentry_releases_become_crashbox_names() {
+        assert_eq!(
+            from_sentry("com.example.app@1.2.0+42").as_deref(),
+            Some("com.example.app 1.2.0 (42)")
+        );
+        assert_eq!(
+            from_sentry("com.example.app@1.2.0").as_deref(),
+            Some("com.example.app 1.2.0")
+        );
+        assert_eq!(from_sentry("1.2.0"), None);
+        assert_eq!(from_sentry("a b@1+2"), None);
     }
 
     #[test]

@@ -625,8 +625,27 @@ impl App {
                 .with_label_values(&[kind.as_str()])
                 .inc();
         }
+        // Per release: sessions started and sessions crashed (DESIGN.md: `total` when
+        // `init`, `crashed` when the status is crashed).
+        let mut per_release: Vec<(String, u64, u64)> = Vec::new();
         for (kind, payload) in &envelope.sessions {
             let counts = session_counts(*kind, payload);
+            let crashed = counts
+                .by_status
+                .iter()
+                .find(|(status, _)| *status == "crashed")
+                .map_or(0, |(_, n)| *n);
+            if let Some(release) = &counts.release {
+                if counts.started > 0 || crashed > 0 {
+                    match per_release.iter_mut().find(|(r, _, _)| r == release) {
+                        Some(entry) => {
+                            entry.1 += counts.started;
+                            entry.2 += crashed;
+                        }
+                        None => per_release.push((release.clone(), counts.started, crashed)),
+                    }
+                }
+            }
             for (status, count) in counts.by_status {
                 metrics
                     .sentry_sessions
@@ -634,6 +653,10 @@ impl App {
                     .inc_by(count);
             }
             metrics.sentry_session_starts.inc_by(counts.started);
+        }
+        if !per_release.is_empty() {
+            self.blocking(move |app| app.inner.store.add_sessions(per_release))
+                .await?;
         }
         metrics
             .sentry_events
@@ -727,22 +750,40 @@ const SESSION_STATUSES: [&str; 5] = ["ok", "exited", "crashed", "abnormal", "err
 struct SessionCounts {
     by_status: Vec<(&'static str, u64)>,
     started: u64,
+    /// The release its `attrs.release` names, as crashbox names releases.
+    release: Option<String>,
 }
 
 fn session_counts(kind: ItemKind, payload: &[u8]) -> SessionCounts {
+    #[derive(serde::Deserialize, Default)]
+    struct Attrs {
+        #[serde(default)]
+        release: Option<String>,
+    }
     #[derive(serde::Deserialize)]
     struct Session {
         status: String,
         #[serde(default)]
         init: bool,
+        #[serde(default)]
+        attrs: Attrs,
     }
     #[derive(serde::Deserialize)]
     struct Aggregates {
         aggregates: Vec<HashMap<String, serde_json::Value>>,
+        #[serde(default)]
+        attrs: Attrs,
     }
+    let release = |attrs: &Attrs| {
+        attrs
+            .release
+            .as_deref()
+            .and_then(crate::release::from_sentry)
+    };
     let invalid = SessionCounts {
         by_status: vec![("invalid", 1)],
         started: 0,
+        release: None,
     };
     match kind {
         ItemKind::Session => match serde_json::from_slice::<Session>(payload) {
@@ -750,6 +791,7 @@ fn session_counts(kind: ItemKind, payload: &[u8]) -> SessionCounts {
                 Some(status) => SessionCounts {
                     by_status: vec![(*status, 1)],
                     started: u64::from(session.init),
+                    release: release(&session.attrs),
                 },
                 None => invalid,
             },
@@ -760,6 +802,7 @@ fn session_counts(kind: ItemKind, payload: &[u8]) -> SessionCounts {
                 let mut counts = SessionCounts {
                     by_status: Vec::new(),
                     started: 0,
+                    release: release(&aggregates.attrs),
                 };
                 for status in SESSION_STATUSES {
                     let n: u64 = aggregates
@@ -865,10 +908,14 @@ mod tests {
     #[test]
     fn sessions_count_by_status() {
         assert_eq!(
-            session_counts(ItemKind::Session, br#"{"status":"crashed","init":true}"#),
+            session_counts(
+                ItemKind::Session,
+                br#"{"status":"crashed","init":true,"attrs":{"release":"app@1.0+7"}}"#
+            ),
             SessionCounts {
                 by_status: vec![("crashed", 1)],
-                started: 1
+                started: 1,
+                release: Some("app 1.0 (7)".into()),
             }
         );
         assert_eq!(
@@ -886,7 +933,8 @@ mod tests {
             ),
             SessionCounts {
                 by_status: vec![("exited", 5), ("crashed", 1)],
-                started: 6
+                started: 6,
+                release: None,
             }
         );
     }

@@ -774,6 +774,15 @@ fn sentry_sdk_envelopes_store_scrubbed_symbolicated_crashes() {
         2.0
     );
     assert_eq!(app.metric("crashbox_sentry_session_starts_total"), 2.0);
+    // The sessions count in their release (`com.crashbox.fixture@1.0+1`).
+    let read = app.token(Scope::Read);
+    let release = app.get(
+        "/api/v1/releases/com.crashbox.fixture%201.0%20(1)",
+        Some(&read),
+    );
+    assert_eq!(release.status, 200, "{:?}", release.body);
+    assert_eq!(release.body["sessions"], json!({"total": 2, "crashed": 2}));
+    assert_eq!(release.body["crash_free_sessions"], 0.0);
     assert_eq!(
         app.metric(r#"crashbox_sentry_items_dropped_total{type="attachment"}"#),
         2.0
