@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::render::signature;
+use crate::grouping;
 use crate::report::{self, CrashReport, ParseError, ParseLimits};
 use crate::scrub::{keyed_hash, scrub, ScrubSummary};
 use crate::store::{
@@ -139,7 +139,7 @@ impl CrashRecord {
 /// Symbolicates `report` and derives its signature, group and missing debug files.
 pub fn analyze(report: &CrashReport, source: &dyn DebugFileSource) -> Filing {
     let crash = symbolicate(report, source);
-    let signature = signature(report, &crash);
+    let signature = grouping::sign(report, &crash, grouping::Rules::builtin_ref()).text;
     let mut missing: Vec<NeededDebugFile> = crash
         .missing_debug_ids()
         // System libraries have no dSYM a team could upload; listing them would bury
