@@ -1,4 +1,4 @@
-//! How well today's grouping sorts the triage corpus (fixtures/out/triage/, see
+//! How well grouping (`crashbox::grouping`) sorts the triage corpus (fixtures/out/triage/, see
 //! fixtures/README.md "Triage corpus"): every report is symbolicated with the corpus
 //! dSYMs, signed and grouped as intake does, then compared with the ground truth in
 //! `expected_groups.json`. Prints the groups per bug, the groups that mix bugs, and
@@ -22,6 +22,7 @@ struct Row {
     format: String,
     group: String,
     signature: String,
+    variant: String,
 }
 
 fn main() {
@@ -64,6 +65,11 @@ fn main() {
                 analysis.group_id,
                 crashbox::intake::group_id(&analysis.signature)
             );
+            // The variant (the call path) is not part of the filing; sign again for it.
+            let crash = crashbox::symbolicate::symbolicate(report, &files);
+            let signed =
+                crashbox::grouping::sign(report, &crash, crashbox::grouping::Rules::builtin_ref());
+            assert_eq!(signed.text, analysis.signature);
             if !analysis.missing.is_empty() {
                 eprintln!(
                     "warning: {file}: missing debug files {:?}",
@@ -79,6 +85,7 @@ fn main() {
                 format: s("format"),
                 group: analysis.group_id,
                 signature: analysis.signature,
+                variant: signed.variant,
             });
         }
     }
@@ -86,11 +93,12 @@ fn main() {
     if verbose {
         for r in &rows {
             println!(
-                "{:<62} {:<7} {} {}",
+                "{:<62} {:<7} {} {}  [variant: {}]",
                 r.file.trim_start_matches("reports/"),
                 r.format,
                 &r.group[..8],
-                r.signature
+                r.signature,
+                r.variant
             );
         }
         println!();
@@ -137,7 +145,13 @@ fn main() {
                 formats,
                 paths
             );
+            let variants: BTreeSet<&str> = members.iter().map(|r| r.variant.as_str()).collect();
             println!("               {}", members[0].signature);
+            println!(
+                "               reached from {} call path(s): {:?}",
+                variants.len(),
+                variants
+            );
         }
     }
     println!();
