@@ -133,8 +133,15 @@ pub fn sign(report: &CrashReport, crash: &SymbolicatedCrash, rules: &Rules) -> S
                 Some(reason) => normalize::reason(reason),
                 None => (None, String::new()),
             };
-            let frame = sites.first().map(|s| s.label.clone());
             let by_reason = language && !rest.is_empty();
+            // Nothing named at all and no reason to go by (MetricKit before its dSYM,
+            // where no image is known to be the app's): the first unnamed frame, as
+            // image and offset, rather than the exception alone for every such crash.
+            let frame = sites.first().map(|s| s.label.clone()).or_else(|| {
+                (!by_reason)
+                    .then(|| frames.iter().find_map(|f| unnamed(f, rules)))
+                    .flatten()
+            });
             let site = method
                 .clone()
                 .or_else(|| frame.clone().filter(|_| !by_reason));
@@ -202,9 +209,7 @@ fn site<'a>(frame: &'a Frame, rules: &Rules) -> Option<Site<'a>> {
         (Some(function), _) if !function.is_empty() => function,
         // No debug file yet: the offset is stable within one build, and a late dSYM
         // signs the crash again with the function.
-        (_, FrameStatus::MissingDebugFile) if in_app => {
-            format!("{}+0x{:x}", image?, frame.relative_addr?)
-        }
+        (_, FrameStatus::MissingDebugFile) if in_app => unnamed(frame, rules)?,
         _ => return None,
     };
     Some(Site {
@@ -212,6 +217,14 @@ fn site<'a>(frame: &'a Frame, rules: &Rules) -> Option<Site<'a>> {
         in_app,
         frame,
     })
+}
+
+/// `image+0xOFFSET` for a frame without a name whose image is not skipped.
+fn unnamed(frame: &Frame, rules: &Rules) -> Option<String> {
+    let image = frame.image.as_deref()?;
+    let offset = frame.relative_addr?;
+    (frame.function.is_none() && !rules.skips(None, Some(image)))
+        .then(|| format!("{image}+0x{offset:x}"))
 }
 
 #[cfg(test)]

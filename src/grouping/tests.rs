@@ -287,14 +287,18 @@ fn system_only_exceptions_sign_with_their_reason() {
         .text,
         "EXC_BAD_ACCESS | objc_release"
     );
+    // No name anywhere (MetricKit before the dSYM, when no image is known to be the
+    // app's): the first unnamed frame that is not skipped, as image and offset.
+    let kernel = system("libsystem_kernel.dylib", None);
+    let crashed = report("EXC_BAD_ACCESS", None, None);
+    let frames = [vec![kernel.clone()], unnamed].concat();
+    assert_eq!(
+        sign(&crashed, &crash(frames), Rules::builtin_ref()).text,
+        "EXC_BAD_ACCESS | CoreFoundation+0x4000"
+    );
     // Nothing at all: the exception alone.
     assert_eq!(
-        sign(
-            &report("EXC_BAD_ACCESS", None, None),
-            &crash(unnamed),
-            Rules::builtin_ref()
-        )
-        .text,
+        sign(&crashed, &crash(vec![kernel]), Rules::builtin_ref()).text,
         "EXC_BAD_ACCESS"
     );
 }
