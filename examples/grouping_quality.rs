@@ -14,6 +14,9 @@ use std::path::PathBuf;
 use crashbox::debug_files::LocalDebugFiles;
 use crashbox::report::ParseLimits;
 
+#[path = "common/pairwise.rs"]
+mod pairwise;
+
 struct Row {
     file: String,
     bug: String,
@@ -162,21 +165,18 @@ fn main() {
     }
 
     // Pairwise precision and recall.
-    let (mut tp, mut fp, mut fn_) = (0u64, 0u64, 0u64);
-    for (i, a) in rows.iter().enumerate() {
-        for b in &rows[i + 1..] {
-            match (a.group == b.group, a.bug == b.bug) {
-                (true, true) => tp += 1,
-                (true, false) => fp += 1,
-                (false, true) => fn_ += 1,
-                (false, false) => {}
-            }
-        }
-    }
-    let precision = tp as f64 / (tp + fp).max(1) as f64;
-    let recall = tp as f64 / (tp + fn_).max(1) as f64;
+    let items: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.group.as_str(), r.bug.as_str()))
+        .collect();
+    let pairs = pairwise::Pairs::count(&items);
     println!(
-        "pairs: {tp} same group and same bug, {fp} same group but different bugs, {fn_} same bug but split"
+        "pairs: {} same group and same bug, {} same group but different bugs, {} same bug but split",
+        pairs.together, pairs.mixed, pairs.split
     );
-    println!("pairwise precision {precision:.4}  recall {recall:.4}");
+    println!(
+        "pairwise precision {:.4}  recall {:.4}",
+        pairs.precision(),
+        pairs.recall()
+    );
 }

@@ -456,7 +456,27 @@ mod store_tests {
         for (stored, expected) in stored.into_iter().zip(&expected) {
             let read = CrashRecord::decode(stored).unwrap();
             assert_eq!(read.report, expected.report);
-            assert_eq!(read.signature, expected.signature);
+            // Signatures are kept as they were signed (here by the first signature, the
+            // exception and three in-app frames); signing stored crashes again when the
+            // grouping rules' fingerprint changes is the caller's job.
+            let first_signature = match read.release.as_deref() {
+                Some("com.crashbox.fixture 1.0 (1)") => {
+                    "EXC_BAD_ACCESS | CrashboxFixture+0x4078 | CrashboxFixture+0x41ec | CrashboxFixture+0x411c"
+                }
+                _ => {
+                    "EXC_BAD_ACCESS | CrashboxFixture+0x40ac | CrashboxFixture+0x422c | CrashboxFixture+0x415c"
+                }
+            };
+            assert_eq!(read.signature, first_signature);
+            // Today's signature of the same crash names the crash site alone.
+            assert_eq!(
+                expected.signature,
+                first_signature
+                    .split(" | ")
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
             assert_eq!(read.release, expected.release);
             assert_eq!(read.received_at[..16], expected.received_at[..16]);
         }

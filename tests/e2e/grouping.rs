@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use crate::support::fixture;
 
+#[path = "../../examples/common/pairwise.rs"]
+mod pairwise;
+
 struct Signed {
     file: String,
     bug: String,
@@ -59,19 +62,12 @@ fn score(signed: &[Signed]) -> (BTreeMap<&str, BTreeSet<&str>>, f64, f64) {
     for s in signed {
         groups.entry(&s.bug).or_default().insert(&s.group);
     }
-    let (mut tp, mut fp, mut fn_) = (0u64, 0u64, 0u64);
-    for (i, a) in signed.iter().enumerate() {
-        for b in &signed[i + 1..] {
-            match (a.group == b.group, a.bug == b.bug) {
-                (true, true) => tp += 1,
-                (true, false) => fp += 1,
-                (false, true) => fn_ += 1,
-                (false, false) => {}
-            }
-        }
-    }
-    let ratio = |n: u64, d: u64| n as f64 / d.max(1) as f64;
-    (groups, ratio(tp, tp + fp), ratio(tp, tp + fn_))
+    let items: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|s| (s.group.as_str(), s.bug.as_str()))
+        .collect();
+    let pairs = pairwise::Pairs::count(&items);
+    (groups, pairs.precision(), pairs.recall())
 }
 
 #[test]
