@@ -1,4 +1,4 @@
-//! How well today's grouping sorts the triage corpus (fixtures/out/triage/, see
+//! How well grouping (`crashbox::grouping`) sorts the triage corpus (fixtures/out/triage/, see
 //! fixtures/README.md "Triage corpus"): every report is symbolicated with the corpus
 //! dSYMs, signed and grouped as intake does, then compared with the ground truth in
 //! `expected_groups.json`. Prints the groups per bug, the groups that mix bugs, and
@@ -14,6 +14,9 @@ use std::path::PathBuf;
 use crashbox::debug_files::LocalDebugFiles;
 use crashbox::report::ParseLimits;
 
+#[path = "common/pairwise.rs"]
+mod pairwise;
+
 struct Row {
     file: String,
     bug: String,
@@ -22,6 +25,7 @@ struct Row {
     format: String,
     group: String,
     signature: String,
+    variant: String,
 }
 
 fn main() {
@@ -59,7 +63,8 @@ fn main() {
             }
         };
         for report in &reports {
-            let analysis = crashbox::intake::analyze(report, &files);
+            let analysis =
+                crashbox::intake::analyze(report, &files, crashbox::grouping::Rules::builtin_ref());
             assert_eq!(
                 analysis.group_id,
                 crashbox::intake::group_id(
@@ -67,6 +72,11 @@ fn main() {
                     &analysis.signature
                 )
             );
+            // The variant (the call path) is not part of the filing; sign again for it.
+            let crash = crashbox::symbolicate::symbolicate(report, &files);
+            let signed =
+                crashbox::grouping::sign(report, &crash, crashbox::grouping::Rules::builtin_ref());
+            assert_eq!(signed.text, analysis.signature);
             if !analysis.missing.is_empty() {
                 eprintln!(
                     "warning: {file}: missing debug files {:?}",
@@ -82,6 +92,7 @@ fn main() {
                 format: s("format"),
                 group: analysis.group_id,
                 signature: analysis.signature,
+                variant: signed.variant,
             });
         }
     }
@@ -89,11 +100,12 @@ fn main() {
     if verbose {
         for r in &rows {
             println!(
-                "{:<62} {:<7} {} {}",
+                "{:<62} {:<7} {} {}  [variant: {}]",
                 r.file.trim_start_matches("reports/"),
                 r.format,
                 &r.group[..8],
-                r.signature
+                r.signature,
+                r.variant
             );
         }
         println!();
@@ -140,7 +152,13 @@ fn main() {
                 formats,
                 paths
             );
+            let variants: BTreeSet<&str> = members.iter().map(|r| r.variant.as_str()).collect();
             println!("               {}", members[0].signature);
+            println!(
+                "               reached from {} call path(s): {:?}",
+                variants.len(),
+                variants
+            );
         }
     }
     println!();
@@ -151,21 +169,18 @@ fn main() {
     }
 
     // Pairwise precision and recall.
-    let (mut tp, mut fp, mut fn_) = (0u64, 0u64, 0u64);
-    for (i, a) in rows.iter().enumerate() {
-        for b in &rows[i + 1..] {
-            match (a.group == b.group, a.bug == b.bug) {
-                (true, true) => tp += 1,
-                (true, false) => fp += 1,
-                (false, true) => fn_ += 1,
-                (false, false) => {}
-            }
-        }
-    }
-    let precision = tp as f64 / (tp + fp).max(1) as f64;
-    let recall = tp as f64 / (tp + fn_).max(1) as f64;
+    let items: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.group.as_str(), r.bug.as_str()))
+        .collect();
+    let pairs = pairwise::Pairs::count(&items);
     println!(
-        "pairs: {tp} same group and same bug, {fp} same group but different bugs, {fn_} same bug but split"
+        "pairs: {} same group and same bug, {} same group but different bugs, {} same bug but split",
+        pairs.together, pairs.mixed, pairs.split
     );
-    println!("pairwise precision {precision:.4}  recall {recall:.4}");
+    println!(
+        "pairwise precision {:.4}  recall {:.4}",
+        pairs.precision(),
+        pairs.recall()
+    );
 }

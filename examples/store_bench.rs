@@ -126,7 +126,13 @@ fn main() {
         })
     };
     let started = Instant::now();
-    let changed = crashbox::intake::resymbolicate(&store, &files, &debug_id).expect("resym");
+    let changed = crashbox::intake::resymbolicate(
+        &store,
+        &files,
+        crashbox::grouping::Rules::builtin_ref(),
+        &debug_id,
+    )
+    .expect("resym");
     let resym_secs = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     let during = intake.join().unwrap();

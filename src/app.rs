@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::debug_files::{
     DebugFileStore, IngestError, IngestReport, IngestStatus, StoredDebugFiles, UploadMeta,
 };
+use crate::grouping::Rules;
 use crate::intake::{self, CrashRecord, IntakeError};
 use crate::metrics::Metrics;
 use crate::store::{Inserted, MissingDebugFile, Store, StoreError};
@@ -38,6 +39,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("grouping rules: {0}")]
+    Rules(#[from] crate::grouping::RulesError),
     #[error("dsyms dir {path}: {source}")]
     DsymsDir {
         path: PathBuf,
@@ -73,12 +76,24 @@ struct Inner {
     worker: Mutex<mpsc::Sender<()>>,
     /// sentry-cli chunks, running assemblies and the envelope rate limits.
     sentry: sentry::SentryState,
+    /// How crashes are signed: the built-in grouping rules plus the team's file.
+    rules: Arc<Rules>,
 }
 
 impl App {
     /// Opens the store, the dsyms dir and the tokens under `config`'s dirs.
     pub fn open(config: Config) -> Result<Self, StartError> {
+        // A broken rules file stops the start, before anything is written.
+        let rules = Arc::new(match config.grouping_rules_file() {
+            Some(path) => Rules::load(&path)?,
+            None => Rules::builtin(),
+        });
         let store = Store::open(&config.data_dir)?;
+        if store.note_grouping_rules(&rules.fingerprint(), intake::RESIGN_ALL)? {
+            tracing::info!(
+                "grouping rules changed: stored crashes are signed again in the background"
+            );
+        }
         let debug_files =
             DebugFileStore::open(&config.dsyms_dir, store.clone(), config.ingest_limits).map_err(
                 |source| StartError::DsymsDir {
@@ -105,6 +120,7 @@ impl App {
         spawn_worker(
             store.clone(),
             symbols.clone(),
+            rules.clone(),
             config.retention_days,
             wakeups,
         );
@@ -123,6 +139,7 @@ impl App {
                 ),
                 worker: Mutex::new(wake),
                 sentry,
+                rules,
             }),
         })
     }
@@ -151,6 +168,7 @@ impl App {
                     &inner.config.parse_limits(),
                     &inner.secret,
                     inner.symbols.as_ref(),
+                    &inner.rules,
                     time::OffsetDateTime::now_utc(),
                 )?;
                 records
@@ -398,13 +416,14 @@ fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
 fn spawn_worker(
     store: Store,
     symbols: Arc<StoredDebugFiles>,
+    rules: Arc<Rules>,
     retention_days: u32,
     wakeups: mpsc::Receiver<()>,
 ) {
     let run = move || {
         let mut last_prune: Option<Instant> = None;
         loop {
-            if let Err(err) = drain_resymbolication_queue(&store, symbols.as_ref()) {
+            if let Err(err) = drain_resymbolication_queue(&store, symbols.as_ref(), &rules) {
                 tracing::error!(error = %err, "re-symbolication stopped; retried on next wake");
             }
             let hour = Duration::from_secs(3600);
@@ -437,9 +456,14 @@ fn spawn_worker(
 fn drain_resymbolication_queue(
     store: &Store,
     symbols: &StoredDebugFiles,
+    rules: &Rules,
 ) -> Result<(), StoreError> {
     while let Some((key, debug_id)) = store.next_resymbolication()? {
-        let changed = intake::resymbolicate(store, symbols, &debug_id)?;
+        let changed = if debug_id == intake::RESIGN_ALL {
+            intake::resign_all(store, symbols, rules)?
+        } else {
+            intake::resymbolicate(store, symbols, rules, &debug_id)?
+        };
         if changed > 0 {
             tracing::info!(debug_id, changed, "crashes symbolicated again");
         }

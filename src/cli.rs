@@ -259,6 +259,10 @@ struct ServeArgs {
     /// http://<listen address>.
     #[arg(long, env = "CRASHBOX_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Grouping rules added to the built-in ones (docs/grouping.md); default
+    /// DATA_DIR/grouping.rules when it exists. A change re-signs stored crashes.
+    #[arg(long, env = "CRASHBOX_GROUPING_RULES")]
+    grouping_rules: Option<PathBuf>,
     /// Chunk size sentry-cli is told to upload in (a power of two, e.g. 8MiB).
     #[arg(long, env = "CRASHBOX_SENTRY_CHUNK_SIZE", default_value = "8MiB", value_parser = parse_chunk_size)]
     sentry_chunk_size: u64,
@@ -696,6 +700,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_connections: args.max_connections.max(1),
     };
     config.public_url = args.public_url;
+    config.grouping_rules = args.grouping_rules;
     config.sentry = SentryConfig {
         chunk_size: args.sentry_chunk_size,
         accept_debug_files: !args.sentry_legacy_upload,

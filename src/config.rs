@@ -40,6 +40,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// The Sentry-compatible routes: see [`SentryConfig`].
     pub sentry: SentryConfig,
+    /// A grouping rules file added to the built-in rules (docs/grouping.md); `None`
+    /// reads `DATA_DIR/grouping.rules` when it exists.
+    pub grouping_rules: Option<PathBuf>,
 }
 
 /// Knobs of the Sentry-compatible routes (sentry-cli uploads, SDK envelopes).
@@ -136,6 +139,7 @@ impl Default for Config {
             symcache_cache_bytes: 1 << 30,
             connections: ConnectionLimits::default(),
             public_url: None,
+            grouping_rules: None,
             sentry: SentryConfig::default(),
         }
     }
@@ -143,6 +147,18 @@ impl Default for Config {
 
 impl Config {
     /// Where people and devices reach the server, without a trailing slash.
+    /// The grouping rules file in effect, if any: the one named, else
+    /// `DATA_DIR/grouping.rules` when it exists.
+    pub fn grouping_rules_file(&self) -> Option<PathBuf> {
+        match &self.grouping_rules {
+            Some(path) => Some(path.clone()),
+            None => {
+                let default = self.data_dir.join("grouping.rules");
+                default.is_file().then_some(default)
+            }
+        }
+    }
+
     pub fn public_url(&self) -> String {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),

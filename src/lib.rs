@@ -14,6 +14,8 @@
 //! - [`debug_files`]: the debug-file store. It walks uploads without trusting them
 //!   (zips, fat Mach-O, ELF, Breakpad), indexes each object by debug id and arch, and
 //!   converts it once to a SymCache under the dsyms dir.
+//! - [`grouping`]: signatures (the crash site that names a group) and the rules
+//!   behind them; pure.
 //! - [`sentry`]: the Sentry protocols without HTTP: sentry-cli's chunks and assembled
 //!   files, SDK envelopes, rate limits.
 //! - [`app`]: the façade the HTTP handlers call; `Clone` over `Arc`s.
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod debug_files;
+pub mod grouping;
 pub mod http;
 pub mod intake;
 pub mod metrics;

@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::render::signature;
+use crate::grouping::{self, Rules};
 use crate::report::{self, CrashReport, ParseError, ParseLimits};
 use crate::scrub::{keyed_hash, scrub, ScrubSummary};
 use crate::store::{
@@ -150,10 +150,11 @@ pub fn facts_of(report: &CrashReport) -> CrashFacts {
     }
 }
 
-/// Symbolicates `report` and derives its signature, group and missing debug files.
-pub fn analyze(report: &CrashReport, source: &dyn DebugFileSource) -> Filing {
+/// Symbolicates `report` and derives its signature (by `rules`), group, variant and
+/// missing debug files.
+pub fn analyze(report: &CrashReport, source: &dyn DebugFileSource, rules: &Rules) -> Filing {
     let crash = symbolicate(report, source);
-    let signature = signature(report, &crash);
+    let signed = grouping::sign(report, &crash, rules);
     let app = report.app.bundle_id.as_deref().unwrap_or("");
     let mut missing: Vec<NeededDebugFile> = crash
         .missing_debug_ids()
@@ -170,11 +171,11 @@ pub fn analyze(report: &CrashReport, source: &dyn DebugFileSource) -> Filing {
     missing.sort_by(|a, b| a.debug_id.cmp(&b.debug_id));
     missing.dedup_by(|a, b| a.debug_id == b.debug_id);
     Filing {
-        group_id: group_id(app, &signature),
-        title: signature.clone(),
-        culprit: None,
-        variant: String::new(),
-        signature,
+        group_id: group_id(app, &signed.text),
+        title: signed.title(),
+        culprit: signed.culprit(),
+        variant: signed.variant,
+        signature: signed.text,
         missing,
     }
 }
@@ -192,7 +193,7 @@ pub fn group_id(app: &str, signature: &str) -> String {
 }
 
 /// Parses, scrubs and symbolicates one upload into the records to store (several for
-/// a MetricKit payload).
+/// a MetricKit payload), signed by the built-in grouping rules.
 pub fn prepare(
     bytes: &[u8],
     limits: &ParseLimits,
@@ -200,7 +201,15 @@ pub fn prepare(
     source: &dyn DebugFileSource,
     now: time::OffsetDateTime,
 ) -> Result<Vec<CrashRecord>, ParseError> {
-    prepare_as(None, bytes, limits, secret, source, now)
+    prepare_as(
+        None,
+        bytes,
+        limits,
+        secret,
+        source,
+        Rules::builtin_ref(),
+        now,
+    )
 }
 
 /// [`prepare`] for a report whose format the caller knows (an SDK envelope's event is
@@ -211,6 +220,7 @@ pub fn prepare_as(
     limits: &ParseLimits,
     secret: &[u8],
     source: &dyn DebugFileSource,
+    rules: &Rules,
     now: time::OffsetDateTime,
 ) -> Result<Vec<CrashRecord>, ParseError> {
     let reports = match format {
@@ -230,7 +240,7 @@ pub fn prepare_as(
             let content = content.get_or_init(|| hex::encode(Sha256::digest(bytes)));
             keyed_hash(secret, "content", &format!("{content}/{index}"))
         });
-        let analysis = analyze(&report, source);
+        let analysis = analyze(&report, source, rules);
         records.push(CrashRecord {
             // The store names a crash when it stores it.
             id: String::new(),
@@ -258,12 +268,48 @@ const REFILE_BATCH: usize = 64;
 pub fn resymbolicate(
     store: &Store,
     source: &dyn DebugFileSource,
+    rules: &Rules,
     debug_id: &str,
+) -> Result<usize, StoreError> {
+    refile_pages(
+        source,
+        rules,
+        |cursor| store.crashes_needing(debug_id, cursor, REFILE_BATCH),
+        store,
+    )
+}
+
+/// The queue entry that asks for every stored crash to be signed again (the grouping
+/// rules changed), beside the debug ids of late dSYMs.
+pub const RESIGN_ALL: &str = "*";
+
+/// Symbolicates and signs every stored crash again, oldest first, moving those whose
+/// group changed (a rules change). Blocking, like [`resymbolicate`].
+pub fn resign_all(
+    store: &Store,
+    source: &dyn DebugFileSource,
+    rules: &Rules,
+) -> Result<usize, StoreError> {
+    refile_pages(
+        source,
+        rules,
+        |cursor| store.crashes_after(cursor, REFILE_BATCH),
+        store,
+    )
+}
+
+/// Reads pages of stored crashes, signs each again and refiles those whose filing
+/// changed, a page per transaction.
+fn refile_pages(
+    source: &dyn DebugFileSource,
+    rules: &Rules,
+    page_after: impl Fn(Option<&str>) -> Result<crate::store::Page<StoredCrash>, StoreError>,
+    store: &Store,
 ) -> Result<usize, StoreError> {
     let mut changed = 0;
     let mut cursor: Option<String> = None;
     loop {
-        let page = store.crashes_needing(debug_id, cursor.as_deref(), REFILE_BATCH)?;
+        let page = page_after(cursor.as_deref())?;
         let mut changes = Vec::new();
         for stored in page.items {
             let id = stored.id.clone();
@@ -274,7 +320,7 @@ pub fn resymbolicate(
                     continue;
                 }
             };
-            let analysis = analyze(&old.report, source);
+            let analysis = analyze(&old.report, source, rules);
             // Title and culprit are the group's; the filing is what decides the group.
             let old = &old.filing;
             if (
@@ -496,7 +542,27 @@ mod store_tests {
         for (stored, expected) in stored.into_iter().zip(&expected) {
             let read = CrashRecord::decode(stored).unwrap();
             assert_eq!(read.report, expected.report);
-            assert_eq!(read.filing.signature, expected.filing.signature);
+            // Signatures are kept as they were signed (here by the first signature, the
+            // exception and three in-app frames); signing stored crashes again when the
+            // grouping rules' fingerprint changes is the caller's job.
+            let first_signature = match read.release.as_deref() {
+                Some("com.crashbox.fixture 1.0 (1)") => {
+                    "EXC_BAD_ACCESS | CrashboxFixture+0x4078 | CrashboxFixture+0x41ec | CrashboxFixture+0x411c"
+                }
+                _ => {
+                    "EXC_BAD_ACCESS | CrashboxFixture+0x40ac | CrashboxFixture+0x422c | CrashboxFixture+0x415c"
+                }
+            };
+            assert_eq!(read.filing.signature, first_signature);
+            // Today's signature of the same crash names the crash site alone.
+            assert_eq!(
+                expected.filing.signature,
+                first_signature
+                    .split(" | ")
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
             assert_eq!(read.release, expected.release);
             assert_eq!(read.received_at[..16], expected.received_at[..16]);
         }

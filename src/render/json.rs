@@ -95,7 +95,8 @@ pub fn crash_json(report: &CrashReport, crash: &SymbolicatedCrash, ids: &CrashId
         "crashed_thread".into(),
         json!(crash.threads.iter().find(|t| t.crashed).map(|t| t.index)),
     );
-    map.insert("signature".into(), json!(super::signature(report, crash)));
+    let signature = crate::grouping::sign(report, crash, crate::grouping::Rules::builtin_ref());
+    map.insert("signature".into(), json!(signature.text));
     let threads: Vec<Value> = crash
         .threads
         .iter()

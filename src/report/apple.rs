@@ -30,6 +30,26 @@ pub fn os_info(text: &str) -> OsInfo {
     }
 }
 
+/// The uncaught NSException in the runtime's last words, as Apple's "Application
+/// Specific Information" (and `.ips`'s `composed_message`) write it:
+/// `*** Terminating app due to uncaught exception 'NSRangeException', reason: '…'` →
+/// (`NSRangeException`, `…`). The reason ends at the first `'` that ends a line, so
+/// quotes inside it and lines after it (`abort() called`) are handled.
+pub fn uncaught_exception(text: &str) -> Option<(String, String)> {
+    const MARK: &str = "Terminating app due to uncaught exception '";
+    let rest = &text[text.find(MARK)? + MARK.len()..];
+    let (name, rest) = rest.split_once("', reason: '")?;
+    if name.is_empty() || name.contains(['\n', '\'']) {
+        return None;
+    }
+    let end = rest
+        .match_indices('\'')
+        .map(|(i, _)| i)
+        .find(|&i| matches!(rest[i + 1..].chars().next(), None | Some('\n' | '\r')))
+        .unwrap_or(rest.len());
+    Some((name.to_owned(), rest[..end].to_owned()))
+}
+
 /// Apple's CPU type names (`ARM-64`, `X86-64 (Native)`) as arch names (`arm64`).
 pub fn arch_of_code_type(code_type: &str) -> Option<String> {
     let head = code_type.split('(').next().unwrap_or("").trim();

@@ -328,17 +328,24 @@ fn exception(scan: &Scan, asi: Option<&str>) -> ExceptionInfo {
         },
         None => (None, None),
     };
+    // An uncaught NSException leaves only EXC_CRASH (SIGABRT) in Exception Type; its
+    // name and reason are in Application Specific Information, as the runtime wrote
+    // them (`.ips` and MetricKit carry them as fields).
+    let uncaught = asi.and_then(apple::uncaught_exception);
     ExceptionInfo {
         kind,
         signal,
         codes: scan.field("Exception Codes"),
         subtype: scan.field("Exception Subtype"),
-        name: None,
-        reason: scan.field("Exception Reason").or_else(|| {
-            asi.map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(str::to_owned)
-        }),
+        name: uncaught.as_ref().map(|(name, _)| name.clone()),
+        reason: scan
+            .field("Exception Reason")
+            .or_else(|| uncaught.map(|(_, reason)| reason))
+            .or_else(|| {
+                asi.map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned)
+            }),
     }
 }
 
@@ -406,6 +413,27 @@ mod tests {
         let text = "Incident Identifier: X\nLast Exception Backtrace:\n(0x1a0e0f27c 0x19ffe99f8)\n\nThread 0 Crashed:\n";
         let report = parse(text, &ParseLimits::default()).unwrap();
         assert_eq!(report.last_exception_backtrace.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_uncaught_exception_is_named_from_application_specific_information() {
+        let text = "Incident Identifier: X\nException Type:  EXC_CRASH (SIGABRT)\n\nApplication Specific Information:\n*** Terminating app due to uncaught exception 'NSInternalInconsistencyException', reason: 'Can't commit: it's done'\n\nabort() called\n\nThread 0 Crashed:\n0   libsystem_kernel.dylib \t0x1a0a00000 __pthread_kill + 8\n";
+        let report = parse(text, &ParseLimits::default()).unwrap();
+        assert_eq!(report.exception.kind.as_deref(), Some("EXC_CRASH"));
+        assert_eq!(
+            report.exception.name.as_deref(),
+            Some("NSInternalInconsistencyException")
+        );
+        assert_eq!(
+            report.exception.reason.as_deref(),
+            Some("Can't commit: it's done")
+        );
+
+        // Without one, the name stays empty and the whole text is the reason.
+        let text = "Incident Identifier: X\nException Type:  EXC_CRASH (SIGABRT)\n\nApplication Specific Information:\nabort() called\n\nThread 0 Crashed:\n0   libsystem_kernel.dylib \t0x1a0a00000 __pthread_kill + 8\n";
+        let report = parse(text, &ParseLimits::default()).unwrap();
+        assert_eq!(report.exception.name, None);
+        assert_eq!(report.exception.reason.as_deref(), Some("abort() called"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod metrickit;
 mod model;
 mod sentry;
 
+pub use apple::uncaught_exception;
 pub use model::*;
 
 /// Bounds on what one report may make the parser do.

@@ -133,6 +133,14 @@ pub fn parse(text_in: &str, limits: &ParseLimits) -> Result<CrashReport, ParseEr
         }
     }
     report.crashed_thread = report.threads.iter().position(|t| t.crashed);
+    // A language exception's own stack trace is where it was raised; the crashed
+    // thread is only the abort that followed (as Apple's Last Exception Backtrace).
+    if report.exception.name.is_some() {
+        let raised = stack(exception.and_then(|e| e.get("stacktrace")), &report.images);
+        if !raised.is_empty() {
+            report.last_exception_backtrace = Some(raised);
+        }
+    }
     if report.threads.iter().all(|t| t.frames.is_empty()) {
         return Err(invalid(
             "the event has no stack trace in threads or exception",
@@ -285,6 +293,33 @@ mod tests {
             Some("NSInvalidArgumentException")
         );
         assert_eq!(report.crashed_thread, Some(0));
+        // The thread has its own frames, so the exception's are not needed for it.
+        assert_eq!(report.last_exception_backtrace, None);
+    }
+
+    #[test]
+    fn a_language_exceptions_stack_trace_is_its_backtrace() {
+        let event = r#"{"event_id":"e1","debug_meta":{"images":[{"name":"/a/App.app/App","image_addr":"0x1000","image_size":4096}]},
+            "exception":{"values":[{"type":"NSInternalInconsistencyException","value":"boom","thread_id":0,"mechanism":{"type":"nsexception"},
+              "stacktrace":{"frames":[{"instruction_addr":"0x1300"},{"instruction_addr":"0x1400"}]}}]},
+            "threads":{"values":[{"id":0,"crashed":true,"stacktrace":{"frames":[{"instruction_addr":"0x1100"},{"instruction_addr":"0x1200"}]}}]}}"#;
+        let report = parse(event, &ParseLimits::default()).unwrap();
+        let raised: Vec<u64> = report
+            .last_exception_backtrace
+            .unwrap()
+            .iter()
+            .map(|f| f.instruction_addr)
+            .collect();
+        assert_eq!(raised, [0x1400, 0x1300]);
+        assert_eq!(report.threads[0].frames[0].instruction_addr, 0x1200);
+
+        // A signal's stack trace is the crashed thread's, pc first: not a backtrace.
+        let event = event.replace(
+            r#""type":"NSInternalInconsistencyException""#,
+            r#""type":"EXC_BAD_ACCESS""#,
+        );
+        let report = parse(&event, &ParseLimits::default()).unwrap();
+        assert_eq!(report.last_exception_backtrace, None);
     }
 
     #[test]

@@ -360,6 +360,58 @@ impl Store {
         Ok(Page::by_seq(rows, limit))
     }
 
+    /// Up to `limit` crashes after the cursor `after` (from a previous page), oldest
+    /// first: every stored crash, a page at a time.
+    pub fn crashes_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<StoredCrash>, StoreError> {
+        let after: i64 = after.and_then(|a| a.parse().ok()).unwrap_or(0);
+        let rows = self.read(|conn| {
+            crashes::read_crashes_seq(
+                conn,
+                "c.seq > ?1 ORDER BY c.seq LIMIT ?2",
+                params![after, limit as i64],
+                crashes::Damaged::Skip,
+            )
+        })?;
+        Ok(Page::by_seq(rows, limit))
+    }
+
+    /// Records the grouping rules' fingerprint; when it differs from the stored one,
+    /// queues `resign` (every stored crash signed again) in the same transaction, so a
+    /// restart neither loses nor repeats it. True when the rules changed. Blocking.
+    pub fn note_grouping_rules(&self, fingerprint: &str, resign: &str) -> Result<bool, StoreError> {
+        let fingerprint = fingerprint.to_owned();
+        let resign = resign.to_owned();
+        self.inner
+            .writer
+            .write_blocking(Priority::Now, move |conn| {
+                let stored: Option<String> = conn
+                    .prepare_cached("SELECT value FROM meta WHERE key = 'grouping_rules'")?
+                    .query_row([], |r| r.get(0))
+                    .optional()?;
+                if stored.as_deref() == Some(fingerprint.as_str()) {
+                    return Ok(false);
+                }
+                conn.prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES ('grouping_rules', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute([&fingerprint])?;
+                let crashes: i64 =
+                    conn.query_row("SELECT count(*) FROM crashes", [], |r| r.get(0))?;
+                if crashes > 0 {
+                    conn.prepare_cached(
+                        "INSERT INTO resymbolication_queue (debug_id) VALUES (?1)",
+                    )?
+                    .execute([&resign])?;
+                }
+                Ok(true)
+            })
+    }
+
     /// A group's crashes, newest first, `limit` at a time.
     pub fn crashes_in_group(
         &self,

@@ -270,7 +270,6 @@ fn symbolicate_frame(
     let relative = addr - slot.status.load_address;
     frame.relative_addr = Some(relative);
     frame.image = Some(slot.name.clone());
-    frame.in_app = slot.status.in_app;
     slot.status.referenced = true;
     if !slot.resolved {
         slot.resolved = true;
@@ -285,7 +284,13 @@ fn symbolicate_frame(
                 }),
         };
         slot.status.debug_file_found = slot.symcache.is_some();
+        // A report that names no image paths (MetricKit) cannot say which images are
+        // the app's own; one whose debug file the team uploaded is.
+        if slot.status.path.is_none() && slot.status.debug_file_found {
+            slot.status.in_app = true;
+        }
     }
+    frame.in_app = slot.status.in_app;
     frame.debug_id = slot.debug_id.clone();
     let Some(symcache) = slot.symcache.clone() else {
         frame.status = if raw.symbol.is_some() {

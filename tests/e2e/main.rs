@@ -4,6 +4,7 @@
 mod cli;
 mod crashes;
 mod dsyms;
+mod grouping;
 mod hostile;
 mod ops;
 mod privacy;
