@@ -331,7 +331,9 @@ pub(super) fn alias_if_empty(conn: &Connection, from: &str, to: &str) -> Result<
 }
 
 /// Points `from` (and every alias of it) at `to`, and gives `to` the state of `from`
-/// when `from` is the older group.
+/// when `from` is the older group. Age is creation order, the rowid: times cannot
+/// tell, since a move creates its target with the moved crash's time. (A full
+/// `VACUUM` could renumber rowids; the store only ever runs incremental vacuum.)
 fn make_alias(conn: &Connection, from: &str, to: &str) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE groups SET alias_of = ?2 WHERE id = ?1 OR alias_of = ?1")?
         .execute(params![from, to])?;
@@ -340,7 +342,7 @@ fn make_alias(conn: &Connection, from: &str, to: &str) -> Result<(), StoreError>
                             ignore_left) =
              (SELECT f.status, f.resolved_in, f.resolved_key, f.resolved_next, f.ignore_until,
                      f.ignore_left FROM groups f WHERE f.id = ?1)
-         WHERE id = ?2 AND first_seen > (SELECT first_seen FROM groups WHERE id = ?1)",
+         WHERE id = ?2 AND rowid > (SELECT rowid FROM groups WHERE id = ?1)",
     )?
     .execute(params![from, to])?;
     Ok(())

@@ -590,3 +590,204 @@ fn the_groups_cli_lists_shows_and_changes_groups_over_http() {
     assert!(!ok);
     assert!(err.contains("404"), "{err}");
 }
+
+/// Polls `GET /api/v1/groups/{id}` until it answers with another group (a move made
+/// by the background worker); returns that body.
+fn wait_for_move(app: &TestApp, token: &str, id: &str) -> Value {
+    for _ in 0..200 {
+        let r = app.get(&format!("/api/v1/groups/{id}"), Some(token));
+        if r.status == 200 && r.body["id"] != id {
+            return r.body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("group {id} was never moved");
+}
+
+#[test]
+fn late_dsyms_and_rules_changes_move_groups_and_keep_their_state() {
+    let t = Triage::new();
+    let dir = crate::support::fixture("out/triage");
+    let report = std::fs::read(
+        dir.join("reports/objc_inconsistency/objc_inconsistency.tr_save_draft.v1.ips"),
+    )
+    .unwrap();
+    let r = t.app.post("/api/v1/crashes", Some(&t.ingest), &report);
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let unsymbolicated = r.body["group_id"].as_str().unwrap().to_owned();
+    let g = t.group(&unsymbolicated);
+    assert!(
+        g["signature"]
+            .as_str()
+            .unwrap()
+            .contains("CrashboxTriage+0x"),
+        "{g}"
+    );
+    let (code, _) = t.patch(
+        &unsymbolicated,
+        json!({"status": "resolved", "resolved_in": "next"}),
+    );
+    assert_eq!(code, 200);
+
+    // The dSYM arrives: the crash is symbolicated again and moves to its real group,
+    // which keeps the older group's state; the old id is an alias.
+    let r = t
+        .app
+        .post_dsyms("", &std::fs::read(dir.join("dSYMs-v1.zip")).unwrap());
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let moved = wait_for_move(&t.app, &t.read, &unsymbolicated);
+    assert_eq!(
+        moved["signature"],
+        "NSInternalInconsistencyException | tr_commit_transaction"
+    );
+    assert_eq!(
+        moved["title"],
+        "NSInternalInconsistencyException: tr_commit_transaction"
+    );
+    assert!(
+        moved["culprit"]
+            .as_str()
+            .unwrap()
+            .starts_with("tr_commit_transaction (/fixture-src/src/triage/triage.c:"),
+        "{moved}"
+    );
+    assert_eq!(moved["status"], "resolved", "{moved}");
+    assert_eq!(moved["count"], 1);
+    assert_eq!(moved["signatures"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        actions(&moved),
+        vec![("resolve".to_owned(), "alice".to_owned())]
+    );
+    let symbolicated = moved["id"].as_str().unwrap().to_owned();
+    assert!(!t.ids("").contains(&unsymbolicated));
+    t.audit_is_clean();
+
+    // A rules file that never counts tr_commit_transaction: after a restart every
+    // stored crash is signed again, in the background, and moves to its caller.
+    let Triage {
+        app,
+        ingest,
+        read,
+        triage,
+    } = t;
+    let root = app.stop();
+    let rules = root.path().join("team.rules");
+    std::fs::write(
+        &rules,
+        "# our commit helper is not the bug\nskip function:tr_commit_transaction\n",
+    )
+    .unwrap();
+    let rules_path = rules.clone();
+    let app = crate::support::spawn_app_in(root, move |c| c.grouping_rules = Some(rules_path));
+    let t = Triage {
+        app,
+        ingest,
+        read,
+        triage,
+    };
+    let resigned = wait_for_move(&t.app, &t.read, &symbolicated);
+    assert_eq!(
+        resigned["signature"],
+        "NSInternalInconsistencyException | tr_save_draft"
+    );
+    assert_eq!(resigned["status"], "resolved");
+    // Every old id answers with the surviving group.
+    assert_eq!(t.group(&unsymbolicated)["id"], resigned["id"]);
+    // New crashes of that site (here the same crash as a legacy .crash) sign the new
+    // way at once.
+    let r = t.app.post(
+        "/api/v1/crashes",
+        Some(&t.ingest),
+        &std::fs::read(
+            dir.join("reports/objc_inconsistency/objc_inconsistency.tr_save_draft.v1.crash"),
+        )
+        .unwrap(),
+    );
+    assert_eq!(r.body["group_id"], resigned["id"]);
+    t.audit_is_clean();
+
+    // A broken rules file stops the server at start with the line that is wrong.
+    let Triage { app, .. } = t;
+    let root = app.stop();
+    std::fs::write(&rules, "skip function:ok\nfrobnicate everything\n").unwrap();
+    let config = crashbox::config::Config {
+        data_dir: root.path().join("data"),
+        dsyms_dir: root.path().join("dsyms"),
+        grouping_rules: Some(rules.clone()),
+        ..Default::default()
+    };
+    let err = crashbox::app::App::open(config)
+        .err()
+        .expect("a broken rules file is refused");
+    assert!(err.to_string().contains(":2:"), "{err}");
+}
+
+#[test]
+fn the_triage_corpus_groups_one_bug_per_group_over_http() {
+    let t = Triage::new();
+    let dir = crate::support::fixture("out/triage");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected_groups.json")).unwrap()).unwrap();
+    for build in manifest["builds"].as_object().unwrap().values() {
+        let zip = std::fs::read(dir.join(build["dsyms"].as_str().unwrap())).unwrap();
+        let release = build["release"]
+            .as_str()
+            .unwrap()
+            .replace(' ', "%20")
+            .replace('(', "%28")
+            .replace(')', "%29");
+        assert_eq!(
+            t.app
+                .post_dsyms(&format!("?release={release}"), &zip)
+                .status,
+            201
+        );
+    }
+    let mut per_bug: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut count_per_group: std::collections::BTreeMap<String, u64> = Default::default();
+    for (file, truth) in manifest["reports"].as_object().unwrap() {
+        let r = t.app.post(
+            "/api/v1/crashes",
+            Some(&t.ingest),
+            &std::fs::read(dir.join(file)).unwrap(),
+        );
+        assert_eq!(r.status, 201, "{file}: {:?}", r.body);
+        for crash in r.body["crashes"].as_array().unwrap() {
+            let group = crash["group_id"].as_str().unwrap().to_owned();
+            per_bug
+                .entry(truth["bug"].as_str().unwrap().to_owned())
+                .or_default()
+                .insert(group.clone());
+            *count_per_group.entry(group).or_default() += 1;
+        }
+    }
+    for (bug, groups) in &per_bug {
+        assert_eq!(groups.len(), 1, "{bug} is split: {groups:?}");
+    }
+    let listed = t.list("?limit=500&sort=count");
+    let listed = listed["groups"].as_array().unwrap();
+    assert_eq!(listed.len(), manifest["bugs"].as_object().unwrap().len());
+    for g in listed {
+        assert_eq!(
+            g["count"],
+            count_per_group[g["id"].as_str().unwrap()],
+            "{g}"
+        );
+        // Both builds, in release order.
+        assert_eq!(g["first_release"], "com.crashbox.triage 1.0 (1)");
+        assert_eq!(g["last_release"], "com.crashbox.triage 1.1 (2)");
+    }
+    // Call paths are variants inside one group.
+    let null_header = per_bug["null_header"].iter().next().unwrap();
+    let g = t.group(null_header);
+    assert_eq!(g["variants"].as_array().unwrap().len(), 3, "{g}");
+    // Releases were created by the dSYM uploads and counted by the crashes.
+    let releases = t.app.get("/api/v1/releases", Some(&t.read)).body;
+    assert_eq!(
+        releases["releases"].as_array().unwrap().len(),
+        2,
+        "{releases}"
+    );
+    t.audit_is_clean();
+}
