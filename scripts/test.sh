@@ -32,15 +32,18 @@ for area in cli debug-files symbolicate sentry; do
   python3 "$CHECK" --bin target/release/crashbox --only "$area"
 done
 
-# intake: `--only intake` cannot pass as check.py is written: it uploads the dSYMs its
-# "is symbolicated" check needs only when the debug-files area runs too, and its final
-# tally calls sum() over the records, one of which is the crash id string (TypeError).
-# So run every area and require each intake line to pass; triage is not built yet.
+# intake and triage: `--only intake` cannot pass as check.py is written: it uploads the
+# dSYMs its "is symbolicated" check needs only when the debug-files area runs too, and
+# its final tally calls sum() over the records, one of which is the crash id string
+# (TypeError); triage rides on the same crash upload. So run every area and require
+# each intake and triage line to pass (the ui area is not built yet).
 out=$(python3 "$CHECK" --bin target/release/crashbox 2>&1 || true)
-echo "$out" | grep '\[intake\]'
+echo "$out" | grep '\[\(intake\|triage\)\]'
 intake_passed=$(echo "$out" | grep -c '^PASS \[intake\]' || true)
-if echo "$out" | grep -q '^FAIL \[\(intake\|debug-files\|cli\|symbolicate\)\]' || [ "$intake_passed" -lt 5 ]; then
-  echo "contract check: intake failed ($intake_passed of 5 passed)"
+triage_passed=$(echo "$out" | grep -c '^PASS \[triage\]' || true)
+if echo "$out" | grep -q '^FAIL \[\(intake\|triage\|debug-files\|cli\|symbolicate\)\]' \
+    || [ "$intake_passed" -lt 5 ] || [ "$triage_passed" -lt 5 ]; then
+  echo "contract check: intake $intake_passed of 5, triage $triage_passed of 5 passed"
   exit 1
 fi
 
