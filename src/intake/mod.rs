@@ -159,12 +159,15 @@ pub fn analyze(report: &CrashReport, source: &dyn DebugFileSource, rules: &Rules
     let mut missing: Vec<NeededDebugFile> = crash
         .missing_debug_ids()
         // System libraries have no dSYM a team could upload; listing them would bury
-        // the app's own missing dSYMs.
-        .filter(|image| image.in_app)
+        // the app's own missing dSYMs. An image with no path (MetricKit names none)
+        // may be the app's until its dSYM says so: watched, so its upload symbolicates
+        // the crash again, but not listed.
+        .filter(|image| image.in_app || image.path.is_none())
         .filter_map(|image| {
             Some(NeededDebugFile {
                 debug_id: image.debug_id.clone()?,
                 name: image.name.clone(),
+                listed: image.in_app,
             })
         })
         .collect();

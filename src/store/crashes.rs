@@ -20,6 +20,15 @@ use super::{ms_to_rfc3339, StoreError};
 pub struct NeededDebugFile {
     pub debug_id: String,
     pub name: String,
+    /// Shown in the missing-dSYM list (an in-app image). An image that cannot be told
+    /// apart from a system one (MetricKit names no paths) is only watched: its upload
+    /// still symbolicates the crash again, but it is not listed as missing.
+    #[serde(default = "listed_by_default")]
+    pub listed: bool,
+}
+
+fn listed_by_default() -> bool {
+    true
 }
 
 /// What the last symbolication decided about a crash: where it is filed.
@@ -186,18 +195,36 @@ fn missing_json(missing: &[NeededDebugFile]) -> Option<String> {
     if missing.is_empty() {
         return None;
     }
-    let pairs: Vec<[&str; 2]> = missing
+    // `[debug_id, name]` for a listed one (the shape since v1), a third element `"0"`
+    // for one only watched.
+    let entries: Vec<Vec<&str>> = missing
         .iter()
-        .map(|m| [m.debug_id.as_str(), m.name.as_str()])
+        .map(|m| {
+            let mut entry = vec![m.debug_id.as_str(), m.name.as_str()];
+            if !m.listed {
+                entry.push("0");
+            }
+            entry
+        })
         .collect();
-    serde_json::to_string(&pairs).ok()
+    serde_json::to_string(&entries).ok()
 }
 
 pub(super) fn parse_missing(raw: Option<String>) -> Vec<NeededDebugFile> {
-    raw.and_then(|text| serde_json::from_str::<Vec<[String; 2]>>(&text).ok())
+    raw.and_then(|text| serde_json::from_str::<Vec<Vec<String>>>(&text).ok())
         .unwrap_or_default()
         .into_iter()
-        .map(|[debug_id, name]| NeededDebugFile { debug_id, name })
+        .filter_map(|entry| {
+            let mut parts = entry.into_iter();
+            let debug_id = parts.next()?;
+            let name = parts.next()?;
+            let listed = parts.next().is_none_or(|flag| flag != "0");
+            Some(NeededDebugFile {
+                debug_id,
+                name,
+                listed,
+            })
+        })
         .collect()
 }
 
@@ -240,6 +267,13 @@ pub(super) fn add_counts(conn: &Connection, c: &Counted) -> Result<(), StoreErro
 fn add_missing(conn: &Connection, c: &Counted) -> Result<(), StoreError> {
     for needed in &c.missing {
         conn.prepare_cached(
+            "INSERT OR IGNORE INTO crash_missing (debug_id, seq, listed) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![needed.debug_id, c.seq, needed.listed])?;
+        if !needed.listed {
+            continue;
+        }
+        conn.prepare_cached(
             "INSERT INTO missing_debug_files (debug_id, name, crashes, last_seen)
              VALUES (?1, ?2, 1, ?3)
              ON CONFLICT (debug_id) DO UPDATE SET crashes = crashes + 1,
@@ -253,8 +287,6 @@ fn add_missing(conn: &Connection, c: &Counted) -> Result<(), StoreError> {
             )?
             .execute(params![needed.debug_id, release])?;
         }
-        conn.prepare_cached("INSERT OR IGNORE INTO crash_missing (debug_id, seq) VALUES (?1, ?2)")?
-            .execute(params![needed.debug_id, c.seq])?;
     }
     Ok(())
 }
@@ -333,6 +365,11 @@ pub(super) fn remove_counts(conn: &Connection, c: &Counted) -> Result<(), StoreE
         }
     }
     for needed in &c.missing {
+        conn.prepare_cached("DELETE FROM crash_missing WHERE debug_id = ?1 AND seq = ?2")?
+            .execute(params![needed.debug_id, c.seq])?;
+        if !needed.listed {
+            continue;
+        }
         decrement(
             conn,
             "UPDATE missing_debug_files SET crashes = crashes - 1
@@ -349,8 +386,6 @@ pub(super) fn remove_counts(conn: &Connection, c: &Counted) -> Result<(), StoreE
                 params![needed.debug_id, release],
             )?;
         }
-        conn.prepare_cached("DELETE FROM crash_missing WHERE debug_id = ?1 AND seq = ?2")?
-            .execute(params![needed.debug_id, c.seq])?;
     }
     Ok(())
 }
@@ -1113,10 +1148,10 @@ pub(super) fn audit(conn: &Connection) -> Result<Vec<Mismatch>, StoreError> {
             "missing release crashes",
             "SELECT k.debug_id || ' ' || k.release, coalesce(m.crashes, 0),
                     (SELECT count(*) FROM crash_missing x JOIN crashes c ON c.seq = x.seq
-                     WHERE x.debug_id = k.debug_id AND c.release = k.release)
+                     WHERE x.debug_id = k.debug_id AND c.release = k.release AND x.listed)
              FROM (SELECT debug_id, release FROM missing_releases
                    UNION SELECT x.debug_id, c.release FROM crash_missing x
-                   JOIN crashes c ON c.seq = x.seq WHERE c.release IS NOT NULL) k
+                   JOIN crashes c ON c.seq = x.seq WHERE c.release IS NOT NULL AND x.listed) k
              LEFT JOIN missing_releases m ON m.debug_id = k.debug_id AND m.release = k.release",
         ),
         (
@@ -1162,8 +1197,9 @@ pub(super) fn audit(conn: &Connection) -> Result<Vec<Mismatch>, StoreError> {
         (
             "missing crashes",
             "SELECT k.debug_id, coalesce(m.crashes, 0),
-                    (SELECT count(*) FROM crash_missing x WHERE x.debug_id = k.debug_id)
-             FROM (SELECT debug_id FROM missing_debug_files UNION SELECT debug_id FROM crash_missing) k
+                    (SELECT count(*) FROM crash_missing x WHERE x.debug_id = k.debug_id AND x.listed)
+             FROM (SELECT debug_id FROM missing_debug_files
+                   UNION SELECT debug_id FROM crash_missing WHERE listed) k
              LEFT JOIN missing_debug_files m ON m.debug_id = k.debug_id",
         ),
     ];

@@ -705,6 +705,7 @@ mod tests {
                 .map(|id| NeededDebugFile {
                     debug_id: (*id).into(),
                     name: "App".into(),
+                    listed: true,
                 })
                 .collect(),
             ..Filing::default()

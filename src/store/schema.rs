@@ -204,6 +204,9 @@ ALTER TABLE crashes ADD COLUMN device_model TEXT;
 ALTER TABLE crashes ADD COLUMN variant TEXT;
 UPDATE crashes SET home = group_id;
 CREATE INDEX crashes_by_home ON crashes (home, group_id);
+-- 0 for a debug file a crash only waits for (an image that may be a system one): its
+-- upload symbolicates the crash again, but it is not in the missing list.
+ALTER TABLE crash_missing ADD COLUMN listed INTEGER NOT NULL DEFAULT 1;
 
 CREATE TABLE group_os (
     group_id TEXT NOT NULL REFERENCES groups (id),

@@ -791,3 +791,40 @@ fn the_triage_corpus_groups_one_bug_per_group_over_http() {
     );
     t.audit_is_clean();
 }
+
+#[test]
+fn a_metrickit_crash_moves_to_its_real_group_when_its_dsym_arrives() {
+    // MetricKit names no image paths, so before its dSYM the app image cannot be told
+    // from a system one: it is watched, not listed as missing.
+    let t = Triage::new();
+    let dir = crate::support::fixture("out/triage");
+    let report = std::fs::read(
+        dir.join("reports/objc_inconsistency/objc_inconsistency.tr_save_draft.v1.metrickit.json"),
+    )
+    .unwrap();
+    let r = t.app.post("/api/v1/crashes", Some(&t.ingest), &report);
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let before = r.body["group_id"].as_str().unwrap().to_owned();
+    assert_ne!(
+        t.group(&before)["signature"],
+        "NSInternalInconsistencyException | tr_commit_transaction"
+    );
+    let missing = t.app.get("/api/v1/dsyms?missing=true", Some(&t.read)).body;
+    assert!(
+        !missing.to_string().contains("CoreFoundation"),
+        "system images are never listed: {missing}"
+    );
+
+    assert_eq!(
+        t.app
+            .post_dsyms("", &std::fs::read(dir.join("dSYMs-v1.zip")).unwrap())
+            .status,
+        201
+    );
+    let moved = wait_for_move(&t.app, &t.read, &before);
+    assert_eq!(
+        moved["signature"],
+        "NSInternalInconsistencyException | tr_commit_transaction"
+    );
+    t.audit_is_clean();
+}
