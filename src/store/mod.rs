@@ -274,7 +274,7 @@ impl Store {
     ) -> Result<Vec<Inserted>, StoreError> {
         self.inner
             .writer
-            .write(move |conn| crashes::insert(conn, &crashes))
+            .write_crashes(move |conn| crashes::insert(conn, &crashes))
             .await
     }
 
@@ -1075,5 +1075,91 @@ mod tests {
         }))
         .unwrap();
         assert!(rt.block_on(store.check()).is_err());
+    }
+
+    fn app_crash(identity: &str, signature: &str, device: &str, release: &str) -> NewCrash {
+        NewCrash::new(
+            identity.into(),
+            1_700_000_000_000,
+            Some(hex::encode(device)),
+            Some(release.into()),
+            CrashFacts {
+                app: "com.app".into(),
+                ..CrashFacts::default()
+            },
+            filing(signature, &[]),
+            format!(r#"{{"marker":"record of {identity}"}}"#).as_bytes(),
+        )
+        .unwrap()
+    }
+
+    /// An insert submitted without waiting, so the next job joins its batch.
+    fn insert_in_flight(
+        store: &Store,
+        crash: NewCrash,
+    ) -> tokio::sync::oneshot::Receiver<Result<Vec<Inserted>, StoreError>> {
+        let crashes = vec![crash];
+        store.inner.writer.submit_job(
+            writer::Priority::Now,
+            move |conn| crashes::insert(conn, &crashes),
+            true,
+        )
+    }
+
+    #[test]
+    fn a_merge_in_the_batch_of_an_insert_moves_its_counters_exactly() {
+        // Found in review: the insert's counters waited for the flush while the merge
+        // moved its row, so the alias kept counts and the release counted twice.
+        let (_dir, store) = open();
+        let rt = runtime();
+        for i in 0..20 {
+            let (a, b) = (format!("a{i}"), format!("b{i}"));
+            rt.block_on(store.insert_crashes(vec![
+                app_crash(&format!("x{i}"), &a, "d1", "com.app 1.0 (1)"),
+                app_crash(&format!("y{i}"), &b, "d2", "com.app 1.0 (1)"),
+            ]))
+            .unwrap();
+            let pending = insert_in_flight(
+                &store,
+                app_crash(
+                    &format!("c{i}"),
+                    &a,
+                    &format!("dev{i}"),
+                    &format!("com.app 2.{i} (1)"),
+                ),
+            );
+            store
+                .merge_groups(format!("g-{b}"), vec![format!("g-{a}")], "x".into(), 0)
+                .unwrap()
+                .unwrap();
+            rt.block_on(pending).unwrap().unwrap();
+            assert_eq!(store.audit().unwrap(), vec![], "iteration {i}");
+            assert_eq!(store.group(&format!("g-{a}")).unwrap().unwrap().count, 0);
+        }
+    }
+
+    #[test]
+    fn a_crash_before_a_resolve_in_one_batch_does_not_regress_it() {
+        let (_dir, store) = open();
+        let rt = runtime();
+        rt.block_on(store.insert_crashes(vec![app_crash("a", "s1", "d1", "com.app 1.0 (1)")]))
+            .unwrap();
+        let pending = insert_in_flight(&store, app_crash("b", "s1", "d2", "com.app 1.0 (1)"));
+        store
+            .change_group_state(
+                "g-s1".into(),
+                StateChange::Resolve {
+                    release: None,
+                    next: false,
+                },
+                "x".into(),
+                0,
+            )
+            .unwrap()
+            .unwrap();
+        rt.block_on(pending).unwrap().unwrap();
+        let g = store.group("g-s1").unwrap().unwrap();
+        assert_eq!(g.status, "resolved");
+        assert_eq!(g.count, 2);
     }
 }

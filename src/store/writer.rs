@@ -54,12 +54,17 @@ trait Job: Send {
     fn run_alone(&mut self, conn: &Connection);
     /// Answers the caller once the batch's `COMMIT` succeeded (`Ok`) or failed.
     fn finish(self: Box<Self>, committed: Result<(), &str>);
+    /// Whether it only adds crashes whose counter changes wait for the flush before
+    /// `COMMIT`. Any other job runs after the waiting changes are applied, so it sees
+    /// (and moves, and changes the state of) groups as the crashes before it left them.
+    fn defers_counters(&self) -> bool;
 }
 
 struct Typed<F, T> {
     work: F,
     outcome: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    defers_counters: bool,
 }
 
 impl<F, T> Typed<F, T>
@@ -117,6 +122,10 @@ where
         };
         let _ = self.reply.send(answer);
     }
+
+    fn defers_counters(&self) -> bool {
+        self.defers_counters
+    }
 }
 
 /// The handle the store keeps; the thread stops when every handle is gone.
@@ -163,6 +172,19 @@ impl Writer {
         F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
+        self.submit_job(priority, work, false)
+    }
+
+    pub(super) fn submit_job<T, F>(
+        &self,
+        priority: Priority,
+        work: F,
+        defers_counters: bool,
+    ) -> oneshot::Receiver<Result<T, StoreError>>
+    where
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         // A send to a stopped thread drops the job and so its reply: the receiver then
         // reports the writer as gone.
@@ -170,9 +192,22 @@ impl Writer {
             work,
             outcome: None,
             reply,
+            defers_counters,
         };
         let _ = self.jobs.send((priority, Box::new(job)));
         answer
+    }
+
+    /// Stores crashes whose counter changes go to the batch's flush (`crashes::insert`),
+    /// and waits, from an async task.
+    pub(super) async fn write_crashes<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit_job(Priority::Now, work, true)
+            .await
+            .unwrap_or_else(|_| Err(gone()))
     }
 
     /// [`Writer::submit`] and wait, from an async task.
@@ -319,6 +354,11 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreE
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let mut all_ok = true;
     for job in batch.iter_mut() {
+        // A job that reads or moves counters sees those of the crashes before it.
+        if !job.defers_counters() && super::crashes::flush_pending(conn).is_err() {
+            all_ok = false;
+            break;
+        }
         if !job.run(conn) {
             all_ok = false;
             break;
@@ -333,6 +373,11 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreE
         }
         conn.execute_batch("BEGIN IMMEDIATE")?;
         for job in batch.iter_mut() {
+            // Outside the job's savepoint: a failing job must not take the counters of
+            // the crashes before it along.
+            if !job.defers_counters() {
+                super::crashes::flush_pending(conn)?;
+            }
             job.run_alone(conn);
             if conn.is_autocommit() {
                 // The job's failure took the transaction with it, and every earlier
