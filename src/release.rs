@@ -94,12 +94,14 @@ pub fn parse(name: &str) -> Option<ReleaseName<'_>> {
 /// release so SQL can order and compare releases.
 ///
 /// Each part is `N`, two digits of length and the number without leading zeros, or
-/// `S` and the text (`N` < `S`: numbers first); parts are joined by `.` and trailing
-/// zero parts dropped (so `1.2` = `1.2.0`); version and build are joined by ` `, which
-/// sorts below `.` so a shorter version ends first.
+/// `S` and the text (`N` < `S`: numbers first); parts are joined by `\u{2}` and
+/// trailing zero parts dropped (so `1.2` = `1.2.0`); version and build are joined by
+/// `\u{1}`. Both separators sort below every character a release name may hold
+/// (`validate` refuses control characters), so a shorter part or version ends first:
+/// `1.x.1` < `1.x-y` because `x` < `x-y`.
 pub fn sort_key(version: &str, build: Option<&str>) -> String {
     let mut key = dotted_key(version);
-    key.push(' ');
+    key.push('\u{1}');
     key.push_str(&dotted_key(build.unwrap_or("")));
     key
 }
@@ -126,7 +128,7 @@ fn dotted_key(text: &str) -> String {
     while parts.last().is_some_and(|p| p == "N00" || p == "S") {
         parts.pop();
     }
-    parts.join(".")
+    parts.join("\u{2}")
 }
 
 #[cfg(test)]
@@ -185,6 +187,9 @@ mod tests {
             assert!(a < b, "{:?} < {:?}: {a:?} vs {b:?}", pair[0], pair[1]);
         }
         assert_eq!(sort_key("1.2", Some("3")), sort_key("1.2.0", Some("3.0")));
+        // Text parts compare whole, whatever characters they hold.
+        assert!(sort_key("1.x.1", Some("1")) < sort_key("1.x-y", Some("1")));
+        assert!(sort_key("2.0-rc.1", None) < sort_key("2.0-rc-2", None));
     }
 
     #[test]

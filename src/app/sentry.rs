@@ -654,10 +654,6 @@ impl App {
             }
             metrics.sentry_session_starts.inc_by(counts.started);
         }
-        if !per_release.is_empty() {
-            self.blocking(move |app| app.inner.store.add_sessions(per_release))
-                .await?;
-        }
         metrics
             .sentry_events
             .with_label_values(&["not_crash"])
@@ -679,6 +675,12 @@ impl App {
             };
             metrics.sentry_events.with_label_values(&[label]).inc();
             outcome.crashes.extend(result?);
+        }
+        // After the crashes: an envelope whose crash failed is sent again whole, and
+        // its sessions must not count twice.
+        if !per_release.is_empty() {
+            self.blocking(move |app| app.inner.store.add_sessions(per_release))
+                .await?;
         }
         Ok(outcome)
     }

@@ -22,6 +22,8 @@ pub const SYSTEM_ACTOR: &str = "crashbox";
 pub struct Group {
     pub id: String,
     pub signature: String,
+    /// Its own signature first, then those of groups merged or moved into it.
+    pub signatures: Vec<String>,
     /// The bundle id of its app; "" when its crashes named none.
     pub app: String,
     pub title: String,
@@ -189,6 +191,7 @@ fn group_from_row(row: &Row, now_ms: i64) -> rusqlite::Result<Group> {
     Ok(Group {
         id: row.get(0)?,
         signature: row.get(1)?,
+        signatures: Vec::new(),
         app: row.get(2)?,
         title: row.get(3)?,
         culprit: row.get(4)?,
@@ -357,12 +360,33 @@ fn current_id(conn: &Connection, id: &str) -> Result<Option<String>, StoreError>
 }
 
 fn group_row(conn: &Connection, id: &str, now_ms: i64) -> Result<Option<Group>, StoreError> {
-    Ok(conn
+    let mut group = conn
         .prepare_cached(&format!(
             "SELECT {GROUP_COLUMNS} FROM groups g WHERE g.id = ?1"
         ))?
         .query_row([id], |row| group_from_row(row, now_ms))
-        .optional()?)
+        .optional()?;
+    if let Some(group) = &mut group {
+        fill_signatures(conn, std::slice::from_mut(group))?;
+    }
+    Ok(group)
+}
+
+/// Sets each group's `signatures`: its own, then those of groups merged or moved into
+/// it (one probe of the alias index per group).
+fn fill_signatures(conn: &Connection, groups: &mut [Group]) -> Result<(), StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT signature FROM groups WHERE alias_of = ?1 ORDER BY rowid")?;
+    for group in groups {
+        group.signatures = vec![group.signature.clone()];
+        for signature in stmt.query_map([&group.id], |row| row.get::<_, String>(0))? {
+            let signature = signature?;
+            if !group.signatures.contains(&signature) {
+                group.signatures.push(signature);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn spread(conn: &Connection, sql: &str, id: &str) -> Result<Spread, StoreError> {
@@ -409,7 +433,7 @@ fn change_state(
                 let newest: Option<(String, String)> = conn
                     .prepare_cached(
                         "SELECT name, sort_key FROM releases WHERE app = ?1 AND sort_key IS NOT NULL
-                         ORDER BY sort_key DESC, name DESC LIMIT 1",
+                         AND last_seen IS NOT NULL ORDER BY sort_key DESC, name DESC LIMIT 1",
                     )?
                     .query_row([&app], |row| Ok((row.get(0)?, row.get(1)?)))
                     .optional()?;
@@ -419,6 +443,14 @@ fn change_state(
                 }
             } else if let Some(release) = release {
                 let name = full_release_name(release, &app);
+                let other_app = crate::release::parse(&name)
+                    .and_then(|r| r.app)
+                    .is_some_and(|named| !app.is_empty() && named != app);
+                if other_app {
+                    return Ok(Err(TriageRefusal::Invalid(format!(
+                        "`{release}` is a release of another app than this group's ({app})"
+                    ))));
+                }
                 let Some(key) = crate::release::sort_key_of(&name) else {
                     return Ok(Err(TriageRefusal::Invalid(format!(
                         "`{release}` is not a release name"
@@ -672,16 +704,7 @@ impl Store {
             let Some(group) = group_row(conn, &current, now_ms)? else {
                 return Ok(None);
             };
-            let mut signatures = vec![group.signature.clone()];
-            let mut stmt = conn.prepare_cached(
-                "SELECT signature FROM groups WHERE alias_of = ?1 ORDER BY first_seen, id",
-            )?;
-            for signature in stmt.query_map([&current], |row| row.get::<_, String>(0))? {
-                let signature = signature?;
-                if !signatures.contains(&signature) {
-                    signatures.push(signature);
-                }
-            }
+            let signatures = group.signatures.clone();
             let releases = spread(
                 conn,
                 "SELECT gr.release, gr.crashes FROM group_releases gr
@@ -831,11 +854,14 @@ impl Store {
             .collect();
         let items: Vec<(i64, Group)> = self.read(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt
+            let mut rows: Vec<(i64, Group)> = stmt
                 .query_map(binds.as_slice(), |row| {
                     Ok((row.get::<_, i64>(16)?, group_from_row(row, now_ms)?))
                 })?
                 .collect::<Result<_, _>>()?;
+            for (_, group) in &mut rows {
+                fill_signatures(conn, std::slice::from_mut(group))?;
+            }
             Ok(rows)
         })?;
         let next = (items.len() == limit)
@@ -945,11 +971,13 @@ impl Store {
             let Some(parsed) = crate::release::parse(&name).filter(|p| p.app.is_none()) else {
                 return Ok(Vec::new());
             };
+            // By order key, so `1.2 (42)` names `1.2.0 (42)` too; one per app.
+            let key = crate::release::sort_key(parsed.version, parsed.build);
             let mut stmt = conn.prepare_cached(
-                "SELECT name FROM releases WHERE version = ?1 AND build IS ?2 ORDER BY app",
+                "SELECT name FROM releases WHERE sort_key = ?1 ORDER BY app, name",
             )?;
             let rows = stmt
-                .query_map(params![parsed.version, parsed.build], |row| row.get(0))?
+                .query_map([key], |row| row.get(0))?
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
@@ -971,9 +999,10 @@ impl Store {
             };
             let groups = |sql: &str| -> Result<Vec<Group>, StoreError> {
                 let mut stmt = conn.prepare_cached(sql)?;
-                let rows = stmt
+                let mut rows: Vec<Group> = stmt
                     .query_map([name], |row| group_from_row(row, now_ms))?
                     .collect::<Result<_, _>>()?;
+                fill_signatures(conn, &mut rows)?;
                 Ok(rows)
             };
             let new_groups = groups(&format!(

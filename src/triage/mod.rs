@@ -192,7 +192,7 @@ pub fn group_json(g: &Group) -> Value {
         "title": g.title,
         "culprit": g.culprit,
         "signature": g.signature,
-        "signatures": [g.signature],
+        "signatures": g.signatures,
         "app": g.app,
         "status": g.status,
         "count": g.count,

@@ -263,6 +263,8 @@ fn changes_need_the_triage_scope_and_valid_bodies() {
         json!({"status": "ignored", "until_count": -1}),
         json!({"status": "resolved", "resolved_in": "not a release"}),
         json!({"status": "resolved", "extra": 1}),
+        // Releases compare within one app only.
+        json!({"status": "resolved", "resolved_in": "com.other.app 9.0 (1)"}),
     ] {
         let (code, body) = t.patch(&id, bad.clone());
         assert_eq!(code, 400, "{bad}: {body}");
@@ -326,6 +328,16 @@ fn merges_stick_and_unmerges_give_old_ids_back() {
     assert_eq!(crashes.body["crashes"][0]["os"], "iOS 16.0");
     assert_eq!(crashes.body["crashes"][0]["device_model"], "iPhone12,1");
     assert!(!t.ids("").contains(&b));
+    // The listing names the merged signatures too.
+    let listed = t.list("");
+    let row = listed["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == a.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["signatures"].as_array().unwrap().len(), 2, "{row}");
 
     // Merges stick: B's signature lands in A (and regresses it: a crash after a bare resolve).
     assert_eq!(t.crash(0x800, "1.0", "1"), a);
