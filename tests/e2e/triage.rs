@@ -840,3 +840,36 @@ fn a_metrickit_crash_moves_to_its_real_group_when_its_dsym_arrives() {
     );
     t.audit_is_clean();
 }
+
+#[test]
+fn groups_belong_to_one_app_and_uploads_create_releases() {
+    let t = Triage::new();
+    let mine = t.crash(0xf00, "1.0", "1");
+    // The same crash site in another app is another group.
+    let mut other: Value =
+        serde_json::from_slice(&report(0xf00, "1.0", "1", "17.1", "iPhone15,2", "d")).unwrap();
+    other["app"]["bundle_id"] = json!("com.example.other");
+    let r = t.app.post(
+        "/api/v1/crashes",
+        Some(&t.ingest),
+        other.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201);
+    let theirs = r.body["group_id"].as_str().unwrap();
+    assert_ne!(theirs, mine);
+    assert_eq!(t.group(theirs)["app"], "com.example.other");
+    assert_eq!(t.group(&mine)["signature"], t.group(theirs)["signature"]);
+
+    // A release is created on first sight, an upload for it included.
+    let zip = std::fs::read(crate::support::fixture("out/dSYMs.zip")).unwrap();
+    assert_eq!(
+        t.app
+            .post_dsyms("?release=com.example.triage%202.0%20(7)", &zip)
+            .status,
+        201
+    );
+    let r = t.app.get("/api/v1/releases/2.0%20(7)", Some(&t.read));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["crashes"], 0);
+    assert_eq!(r.body["bundle_id"], APP);
+}
