@@ -62,6 +62,9 @@ pub async fn get(
     };
     let mut doc = crash_json(&record.report, &crash, &ids);
     if let Some(map) = doc.as_object_mut() {
+        // The signature it is filed under (signed with the server's rules), not one
+        // signed again here with the built-in rules.
+        map.insert("signature".into(), json!(record.filing.signature));
         map.insert("received_at".into(), json!(record.received_at));
         map.insert("scrubbed".into(), json!(record.scrub.rules));
     }
