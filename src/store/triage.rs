@@ -780,9 +780,14 @@ impl Store {
                 .collect();
             conditions.push(format!("({EFFECTIVE_STATUS}) IN ({})", list.join(", ")));
         }
+        // The per-group filters are EXISTS probes of their table's primary key, so the
+        // listing walks the sort's index and stops after a page; as `g.id IN (…)` SQLite
+        // looked up and sorted every group of the list (benches/README.md, issue 16).
         if let Some(release) = &filter.release {
             conditions.push(
-                "g.id IN (SELECT group_id FROM group_releases WHERE release = :release)".into(),
+                "EXISTS (SELECT 1 FROM group_releases r WHERE r.group_id = g.id
+                         AND r.release = :release)"
+                    .into(),
             );
             binds.push((":release", Box::new(release.clone())));
         }
@@ -792,15 +797,16 @@ impl Store {
         }
         if let Some(os) = &filter.os {
             conditions.push(
-                "g.id IN (SELECT group_id FROM group_os WHERE os = :os
-                          OR substr(os, 1, length(:os) + 1) IN (:os || ' ', :os || '.'))"
+                "EXISTS (SELECT 1 FROM group_os o WHERE o.group_id = g.id AND (o.os = :os
+                         OR substr(o.os, 1, length(:os) + 1) IN (:os || ' ', :os || '.')))"
                     .into(),
             );
             binds.push((":os", Box::new(os.clone())));
         }
         if let Some(model) = &filter.device_model {
             conditions.push(
-                "g.id IN (SELECT group_id FROM group_device_models WHERE device_model = :model)"
+                "EXISTS (SELECT 1 FROM group_device_models m WHERE m.group_id = g.id
+                         AND m.device_model = :model)"
                     .into(),
             );
             binds.push((":model", Box::new(model.clone())));
