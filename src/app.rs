@@ -426,6 +426,10 @@ fn spawn_worker(
             if let Err(err) = drain_resymbolication_queue(&store, symbols.as_ref(), &rules) {
                 tracing::error!(error = %err, "re-symbolication stopped; retried on next wake");
             }
+            // The trend windows move with the hour; one background job when it turns.
+            if let Err(err) = store.refresh_trends() {
+                tracing::error!(error = %err, "refreshing group trends failed");
+            }
             let hour = Duration::from_secs(3600);
             if retention_days > 0 && last_prune.is_none_or(|at| at.elapsed() >= hour) {
                 last_prune = Some(Instant::now());

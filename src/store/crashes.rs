@@ -315,6 +315,12 @@ pub(super) fn remove_counts(conn: &Connection, c: &Counted) -> Result<(), StoreE
         "DELETE FROM group_hours WHERE group_id = ?1 AND hour = ?2",
         params![c.group_id, hour_of(c.received_ms)],
     )?;
+    let now_hour = hour_of(super::unix_ms(time::OffsetDateTime::now_utc()));
+    let weight = super::triage::trend_weight(hour_of(c.received_ms), now_hour);
+    if weight != 0 {
+        conn.prepare_cached("UPDATE groups SET trend = trend - ?2 WHERE id = ?1")?
+            .execute(params![c.group_id, weight])?;
+    }
     for (value, update, delete) in [
         (
             &c.os,
@@ -796,12 +802,21 @@ fn apply(conn: &Connection, deltas: Deltas, new_crashes: bool) -> Result<(), Sto
         )?
         .execute(params![group, title, culprit])?;
     }
+    let now_hour = hour_of(super::unix_ms(time::OffsetDateTime::now_utc()));
+    let mut trends: HashMap<&str, i64> = HashMap::new();
     for ((group, hour), n) in &deltas.group_hours {
         conn.prepare_cached(
             "INSERT INTO group_hours (group_id, hour, crashes) VALUES (?1, ?2, ?3)
              ON CONFLICT DO UPDATE SET crashes = crashes + excluded.crashes",
         )?
         .execute(params![group, hour, n])?;
+        *trends.entry(group).or_default() += n * super::triage::trend_weight(*hour, now_hour);
+    }
+    for (group, change) in trends {
+        if change != 0 {
+            conn.prepare_cached("UPDATE groups SET trend = trend + ?2 WHERE id = ?1")?
+                .execute(params![group, change])?;
+        }
     }
     for ((group, release), n) in &deltas.group_releases {
         conn.prepare_cached(
@@ -1223,6 +1238,40 @@ pub(super) fn audit(conn: &Connection) -> Result<Vec<Mismatch>, StoreError> {
             if stored != recounted {
                 out.push(Mismatch {
                     what: format!("{what} {key}"),
+                    stored,
+                    recounted,
+                });
+            }
+        }
+    }
+    // Trends, once refreshed for this hour, equal a recount.
+    let hour = hour_of(super::unix_ms(time::OffsetDateTime::now_utc()));
+    let refreshed: Option<i64> = conn
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'trend_hour'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if refreshed == Some(hour) {
+        let mut stmt = conn.prepare(
+            "SELECT g.id, g.trend, coalesce((
+                 SELECT sum(CASE WHEN h.hour > ?1 - 24 THEN h.crashes ELSE -h.crashes END)
+                 FROM group_hours h WHERE h.group_id = g.id AND h.hour > ?1 - 48), 0)
+             FROM groups g",
+        )?;
+        let rows = stmt.query_map([hour], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, stored, recounted) = row?;
+            if stored != recounted {
+                out.push(Mismatch {
+                    what: format!("group trend {id}"),
                     stored,
                     recounted,
                 });

@@ -193,7 +193,12 @@ ALTER TABLE groups ADD COLUMN first_release TEXT;
 ALTER TABLE groups ADD COLUMN first_release_key TEXT;
 ALTER TABLE groups ADD COLUMN last_release TEXT;
 ALTER TABLE groups ADD COLUMN last_release_key TEXT;
+-- Crashes in the last 24 hours minus the 24 before, kept by the counter paths and
+-- recomputed when the hour turns (`trend_hour` in meta).
+ALTER TABLE groups ADD COLUMN trend INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX groups_by_trend ON groups (trend DESC, id);
 CREATE INDEX groups_by_devices ON groups (devices DESC, id);
+CREATE INDEX groups_by_status ON groups (status, last_seen DESC, id);
 CREATE INDEX groups_by_first_seen ON groups (first_seen DESC, id);
 CREATE INDEX groups_by_alias ON groups (alias_of) WHERE alias_of IS NOT NULL;
 CREATE INDEX groups_by_first_release ON groups (first_release) WHERE first_release IS NOT NULL;
@@ -252,8 +257,8 @@ ALTER TABLE releases ADD COLUMN released_at INTEGER;
 ALTER TABLE releases ADD COLUMN sessions_total INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE releases ADD COLUMN sessions_crashed INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX releases_by_app ON releases (app, sort_key);
--- The trend sort reads the last 48 hours of every group.
-CREATE INDEX group_hours_by_hour ON group_hours (hour, group_id);
+-- A release page's top groups.
+CREATE INDEX group_releases_by_crashes ON group_releases (release, crashes DESC, group_id);
 "#;
 
 /// Every migration, oldest first.

@@ -180,10 +180,6 @@ const GROUP_COLUMNS: &str = "g.id, g.signature, g.app, g.title, g.culprit, g.sta
     g.devices, g.first_seen, g.last_seen, g.first_release, g.last_release, g.resolved_in,
     g.resolved_next, g.ignore_until, g.ignore_left";
 
-/// The state a group reads as at `now_ms`: an ignore past its date is over.
-const EFFECTIVE_STATUS: &str = "CASE WHEN g.status = 'ignored' AND g.ignore_until IS NOT NULL
-    AND g.ignore_until <= :now THEN 'unresolved' ELSE g.status END";
-
 fn group_from_row(row: &Row, now_ms: i64) -> rusqlite::Result<Group> {
     let status: String = row.get(5)?;
     let ignore_until: Option<i64> = row.get(14)?;
@@ -219,6 +215,49 @@ fn group_from_row(row: &Row, now_ms: i64) -> rusqlite::Result<Group> {
 
 fn hour_of(ms: i64) -> i64 {
     ms.div_euclid(3_600_000)
+}
+
+/// What one crash in `hour` adds to its group's `trend` when the current hour is
+/// `now_hour`: +1 in the last 24 hours, -1 in the 24 before, 0 otherwise.
+pub(super) fn trend_weight(hour: i64, now_hour: i64) -> i64 {
+    if hour > now_hour - 24 {
+        1
+    } else if hour > now_hour - 48 {
+        -1
+    } else {
+        0
+    }
+}
+
+/// Recomputes every group's `trend` from its hourly counts once the hour has turned
+/// (the windows moved); the counter paths keep it within the hour. True when it ran.
+pub(super) fn refresh_trends(conn: &Connection, now_ms: i64) -> Result<bool, StoreError> {
+    let hour = hour_of(now_ms);
+    let done: Option<i64> = conn
+        .prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'trend_hour'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    if done == Some(hour) {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "UPDATE groups SET trend = coalesce((
+             SELECT sum(CASE WHEN h.hour > ?1 - 24 THEN h.crashes ELSE -h.crashes END)
+             FROM group_hours h WHERE h.group_id = groups.id AND h.hour > ?1 - 48), 0)
+         WHERE trend != coalesce((
+             SELECT sum(CASE WHEN h.hour > ?1 - 24 THEN h.crashes ELSE -h.crashes END)
+             FROM group_hours h WHERE h.group_id = groups.id AND h.hour > ?1 - 48), 0)",
+    )?
+    .execute([hour])?;
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('trend_hour', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([hour.to_string()])?;
+    // Hourly, the planner's statistics too: with them a status or release filter
+    // walks the right index (a few ms at most: the analysis is bounded).
+    conn.execute_batch("PRAGMA analysis_limit = 1000; PRAGMA optimize;")?;
+    Ok(true)
 }
 
 /// Writes one activity entry.
@@ -772,13 +811,25 @@ impl Store {
         let mut conditions = vec!["g.alias_of IS NULL".to_owned()];
         let mut binds: Vec<(&str, Box<dyn ToSql>)> = vec![(":now", Box::new(now_ms))];
         if !filter.statuses.is_empty() {
-            // Only the four states reach here (the caller checks); quoted for safety.
-            let list: Vec<String> = filter
-                .statuses
-                .iter()
-                .map(|s| format!("'{}'", s.replace('\'', "''")))
-                .collect();
-            conditions.push(format!("({EFFECTIVE_STATUS}) IN ({})", list.join(", ")));
+            // Plain column tests (not the effective-state expression), so the planner
+            // can use the status index: 444 resolved groups of 10,000 took 30 ms p99
+            // walking the last-seen index, under 1 ms through it.
+            let mut any = Vec::new();
+            for status in &filter.statuses {
+                any.push(match status.as_str() {
+                    "resolved" => "g.status = 'resolved'",
+                    "regressed" => "g.status = 'regressed'",
+                    "ignored" => {
+                        "(g.status = 'ignored' AND (g.ignore_until IS NULL OR g.ignore_until > :now))"
+                    }
+                    "unresolved" => {
+                        "(g.status = 'unresolved' OR (g.status = 'ignored' AND g.ignore_until <= :now))"
+                    }
+                    // The caller accepts only the four states.
+                    _ => "0",
+                });
+            }
+            conditions.push(format!("({})", any.join(" OR ")));
         }
         // The per-group filters are EXISTS probes of their table's primary key, so the
         // listing walks the sort's index and stops after a page; as `g.id IN (…)` SQLite
@@ -831,20 +882,9 @@ impl Store {
             GroupSort::Devices => ("g.devices", "groups g".to_owned()),
             GroupSort::LastSeen => ("g.last_seen", "groups g".to_owned()),
             GroupSort::FirstSeen => ("g.first_seen", "groups g".to_owned()),
-            GroupSort::Trend => {
-                let hour = hour_of(now_ms);
-                binds.push((":h24", Box::new(hour - 23)));
-                binds.push((":h48", Box::new(hour - 47)));
-                (
-                    "coalesce(t.trend, 0)",
-                    "groups g LEFT JOIN (
-                         SELECT group_id,
-                                sum(CASE WHEN hour >= :h24 THEN crashes ELSE -crashes END) AS trend
-                         FROM group_hours WHERE hour >= :h48 GROUP BY group_id) t
-                     ON t.group_id = g.id"
-                        .to_owned(),
-                )
-            }
+            // Kept per group (see `trend_weight`): computing it per request read every
+            // group's last 48 hours, 120 ms p99 at 1M crashes.
+            GroupSort::Trend => ("g.trend", "groups g".to_owned()),
         };
         let sql = format!(
             "SELECT {GROUP_COLUMNS}, {key} AS sort_value FROM {from}
@@ -901,6 +941,16 @@ impl Store {
                 .collect::<Result<_, _>>()?;
             Ok(rows)
         })
+    }
+
+    /// Brings every group's `trend` up to the current hour; cheap when the hour has not
+    /// turned since the last call. Blocking (a background write).
+    pub fn refresh_trends(&self) -> Result<bool, StoreError> {
+        self.inner
+            .writer
+            .write_blocking(Priority::Background, |conn| {
+                refresh_trends(conn, super::unix_ms(time::OffsetDateTime::now_utc()))
+            })
     }
 
     /// Changes a group's state and records who did; answers the live group's id.
