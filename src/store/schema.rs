@@ -246,6 +246,9 @@ CREATE TABLE activity (
     detail TEXT
 );
 CREATE INDEX activity_by_group ON activity (group_id, seq);
+-- The release a regression came from: a release page lists the groups it regressed.
+ALTER TABLE activity ADD COLUMN release TEXT;
+CREATE INDEX activity_by_release ON activity (release, action) WHERE release IS NOT NULL;
 
 ALTER TABLE releases ADD COLUMN app TEXT NOT NULL DEFAULT '';
 ALTER TABLE releases ADD COLUMN version TEXT;

@@ -321,6 +321,12 @@ pub(super) fn after_new_crashes(
                     (Some("resolved"), Some("regressed")),
                     detail.as_deref(),
                 )?;
+                if let Some((_, release)) = newest {
+                    conn.prepare_cached(
+                        "UPDATE activity SET release = ?1 WHERE seq = last_insert_rowid()",
+                    )?
+                    .execute([release])?;
+                }
             }
         }
         "ignored" => {
@@ -1071,7 +1077,7 @@ impl Store {
             let regressed_groups = groups(&format!(
                 "SELECT {GROUP_COLUMNS} FROM groups g WHERE g.alias_of IS NULL AND g.id IN (
                      SELECT coalesce(x.alias_of, x.id) FROM activity a JOIN groups x ON x.id = a.group_id
-                     WHERE a.action = 'regress' AND json_extract(a.detail, '$.release') = ?1)
+                     WHERE a.release = ?1 AND a.action = 'regress')
                  ORDER BY g.count DESC, g.id LIMIT 100"
             ))?;
             let top_groups = groups(&format!(
