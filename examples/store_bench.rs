@@ -10,6 +10,7 @@
 //!    maximum, and reports the insert latency during it against the same pace idle.
 //!
 //! `cargo run --release --example store_bench -- REPORT DSYMS [N]`
+//! (`STORE_BENCH_WEBHOOK=1`: with a webhook subscribed to every event)
 //! (`benches/store.sh` runs it with the fixture).
 
 use std::path::PathBuf;
@@ -44,6 +45,23 @@ fn main() {
         .remove(0);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("store");
+    // STORE_BENCH_WEBHOOK=1: a webhook subscribed to every event, so every batch's flush
+    // evaluates group.new, group.regressed and group.spike and writes outbox rows.
+    if std::env::var_os("STORE_BENCH_WEBHOOK").is_some() {
+        store
+            .create_webhook(
+                "bench".into(),
+                "http://127.0.0.1:9/".into(),
+                crashbox::store::EVENTS
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect(),
+                None,
+                0,
+            )
+            .expect("webhook");
+        println!("with a webhook subscribed to every event");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -78,6 +78,8 @@ struct Inner {
     sentry: sentry::SentryState,
     /// How crashes are signed: the built-in grouping rules plus the team's file.
     rules: Arc<Rules>,
+    /// Keeps the webhook delivery worker running; dropped with the last `App`.
+    _webhooks: Mutex<mpsc::Sender<()>>,
 }
 
 impl App {
@@ -116,6 +118,12 @@ impl App {
             path: config.dsyms_dir.join("chunks"),
             source,
         })?;
+        store.set_spike_policy(config.webhooks.spike_policy());
+        let (webhooks_wake, webhook_wakeups) = mpsc::channel();
+        // Links in webhook texts only when the public URL was set: a default listen
+        // address is rarely where people reach the server.
+        let link_base = config.public_url.as_ref().map(|_| config.public_url());
+        crate::webhooks::spawn_worker(store.clone(), config.webhooks, link_base, webhook_wakeups);
         let (wake, wakeups) = mpsc::channel();
         spawn_worker(
             store.clone(),
@@ -140,6 +148,7 @@ impl App {
                 worker: Mutex::new(wake),
                 sentry,
                 rules,
+                _webhooks: Mutex::new(webhooks_wake),
             }),
         })
     }

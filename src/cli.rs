@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::{Scope, TokenStore};
 use crate::client::{Client, ClientError};
-use crate::config::{parse_byte_size, parse_duration, Config, ConnectionLimits, SentryConfig};
+use crate::config::{
+    parse_byte_size, parse_duration, Config, ConnectionLimits, SentryConfig, WebhookConfig,
+};
 use crate::debug_files::IngestLimits;
 use crate::telemetry::{self, LogFormat};
 
@@ -289,6 +291,31 @@ struct ServeArgs {
     /// Most an SDK envelope may decompress to (e.g. 200MiB).
     #[arg(long, env = "CRASHBOX_MAX_ENVELOPE_DECOMPRESSED_SIZE", default_value = "200MiB", value_parser = parse_byte_size)]
     max_envelope_decompressed_size: u64,
+    /// Time one webhook delivery attempt may take.
+    #[arg(long, env = "CRASHBOX_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    webhook_timeout: Duration,
+    /// Webhook deliveries in flight at once.
+    #[arg(long, env = "CRASHBOX_WEBHOOK_CONCURRENCY", default_value_t = 4)]
+    webhook_concurrency: usize,
+    /// A webhook delivery failing this long after its event is given up (e.g. 24h).
+    #[arg(long, env = "CRASHBOX_WEBHOOK_RETRY_FOR", default_value = "24h", value_parser = parse_duration)]
+    webhook_retry_for: Duration,
+    /// Longest wait between two attempts of a delivery (backoff doubles from 1s).
+    #[arg(long, env = "CRASHBOX_WEBHOOK_MAX_BACKOFF", default_value = "10m", value_parser = parse_duration)]
+    webhook_max_backoff: Duration,
+    /// Deliver webhooks to link-local and cloud metadata addresses (169.254.0.0/16,
+    /// fe80::/10, fd00:ec2::254), refused by default (docs/webhooks.md, SSRF).
+    #[arg(long, env = "CRASHBOX_WEBHOOK_ALLOW_LINK_LOCAL", value_parser = clap::builder::BoolishValueParser::new())]
+    webhook_allow_link_local: bool,
+    /// group.spike: at least this many crashes of a group in the last hour...
+    #[arg(long, env = "CRASHBOX_WEBHOOK_SPIKE_MIN", default_value_t = 50)]
+    webhook_spike_min: u64,
+    /// ...and at least this multiple of its trailing 24-hour hourly average...
+    #[arg(long, env = "CRASHBOX_WEBHOOK_SPIKE_FACTOR", default_value_t = 5.0)]
+    webhook_spike_factor: f64,
+    /// ...at most once per group in this window.
+    #[arg(long, env = "CRASHBOX_WEBHOOK_SPIKE_WINDOW", default_value = "6h", value_parser = parse_duration)]
+    webhook_spike_window: Duration,
 }
 
 /// A sentry-cli chunk size: a power of two (sentry-cli 2.x requires it), 4 KiB to 256 MiB.
@@ -709,6 +736,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         rate_per_address: args.sentry_rate_per_address,
         max_envelope_bytes: args.max_envelope_size,
         max_envelope_decompressed_bytes: args.max_envelope_decompressed_size,
+    };
+    config.webhooks = WebhookConfig {
+        timeout: args.webhook_timeout,
+        concurrency: args.webhook_concurrency.max(1),
+        retry_for: args.webhook_retry_for,
+        max_backoff: args.webhook_max_backoff.max(Duration::from_secs(1)),
+        allow_link_local: args.webhook_allow_link_local,
+        spike_min_count: args.webhook_spike_min,
+        spike_factor: args.webhook_spike_factor,
+        spike_window: args.webhook_spike_window,
     };
     if let Some(workers) = args.conversion_workers {
         config.conversion_workers = workers.max(1);

@@ -43,6 +43,56 @@ pub struct Config {
     /// A grouping rules file added to the built-in rules (docs/grouping.md); `None`
     /// reads `DATA_DIR/grouping.rules` when it exists.
     pub grouping_rules: Option<PathBuf>,
+    /// Webhook delivery and the spike rule: see [`WebhookConfig`].
+    pub webhooks: WebhookConfig,
+}
+
+/// Webhook delivery (docs/webhooks.md).
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookConfig {
+    /// Time one delivery attempt may take, connect to last byte of the answer.
+    pub timeout: Duration,
+    /// Deliveries in flight at once, over every webhook.
+    pub concurrency: usize,
+    /// A delivery that has not succeeded this long after its event is given up
+    /// (`failed`, with its last error).
+    pub retry_for: Duration,
+    /// Longest wait between two attempts (the backoff doubles from 1 s up to it).
+    pub max_backoff: Duration,
+    /// Deliver to link-local and cloud metadata addresses too (refused by default).
+    pub allow_link_local: bool,
+    /// `group.spike`: crashes in the last hour at least this many...
+    pub spike_min_count: u64,
+    /// ...and at least this multiple of the trailing 24 hours' hourly average...
+    pub spike_factor: f64,
+    /// ...at most once per group in this window.
+    pub spike_window: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            timeout: Duration::from_secs(10),
+            concurrency: 4,
+            retry_for: Duration::from_secs(24 * 3600),
+            max_backoff: Duration::from_secs(600),
+            allow_link_local: false,
+            spike_min_count: 50,
+            spike_factor: 5.0,
+            spike_window: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// The spike rule as the store applies it.
+    pub fn spike_policy(&self) -> crate::store::SpikePolicy {
+        crate::store::SpikePolicy {
+            min_count: self.spike_min_count.max(1),
+            factor: self.spike_factor.max(0.0),
+            window_ms: i64::try_from(self.spike_window.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
 }
 
 /// Knobs of the Sentry-compatible routes (sentry-cli uploads, SDK envelopes).
@@ -141,6 +191,7 @@ impl Default for Config {
             public_url: None,
             grouping_rules: None,
             sentry: SentryConfig::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }

@@ -24,6 +24,8 @@
 //! - [`release`]: checks release names clients send before anything keeps them.
 //! - [`client`]: the HTTP client behind `upload-dsyms` and `send-crash`.
 //! - [`server`]: binds, serves and shuts down gracefully.
+//! - [`webhooks`]: webhook subscriptions and the delivery worker (the events themselves
+//!   are queued by the store, in the transaction of the crashes that cause them).
 
 pub mod app;
 pub mod auth;
@@ -46,3 +48,4 @@ pub mod symbolicate;
 pub mod telemetry;
 pub mod triage;
 mod util;
+pub mod webhooks;

@@ -10,6 +10,7 @@ pub mod limits;
 mod ops;
 mod sentry;
 mod triage;
+mod webhooks;
 
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::app::{App, Denied};
@@ -66,6 +67,15 @@ pub fn router(app: App) -> Router {
         .route(
             "/api/v1/releases/{release}/sessions",
             post(triage::add_sessions),
+        )
+        .route(
+            "/api/v1/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route("/api/v1/webhooks/{id}", delete(webhooks::delete))
+        .route(
+            "/api/v1/webhooks/{id}/deliveries",
+            get(webhooks::deliveries),
         )
         // sentry-cli (CI) and Sentry SDKs (devices); `http::sentry` has the details.
         .route(

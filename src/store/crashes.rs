@@ -434,7 +434,11 @@ fn decrement(
 }
 
 /// Stores one upload's crashes, skipping those whose identity is stored already.
-pub(super) fn insert(conn: &Connection, crashes: &[NewCrash]) -> Result<Vec<Inserted>, StoreError> {
+pub(super) fn insert(
+    conn: &Connection,
+    crashes: &[NewCrash],
+    spike: super::webhooks::SpikePolicy,
+) -> Result<Vec<Inserted>, StoreError> {
     let mut out = Vec::with_capacity(crashes.len());
     // This upload's counter changes join the batch's only once all of it succeeded.
     let mut deltas = Deltas::default();
@@ -506,7 +510,11 @@ pub(super) fn insert(conn: &Connection, crashes: &[NewCrash]) -> Result<Vec<Inse
             created: true,
         });
     }
-    PENDING.with(|pending| pending.borrow_mut().merge(deltas));
+    PENDING.with(|pending| {
+        let mut pending = pending.borrow_mut();
+        pending.merge(deltas);
+        pending.spike = Some(spike);
+    });
     Ok(out)
 }
 
@@ -536,6 +544,8 @@ pub(super) struct Deltas {
     release_bounds: HashMap<String, (NamedRelease, NamedRelease)>,
     /// Per home group, the title and culprit its latest crash gave.
     titles: HashMap<String, (String, Option<String>)>,
+    /// What makes a `group.spike`, from the inserts (the store's setting).
+    spike: Option<super::webhooks::SpikePolicy>,
 }
 
 /// A release's order key and name.
@@ -677,6 +687,7 @@ impl Deltas {
             );
         }
         self.titles.extend(other.titles);
+        self.spike = other.spike.or(self.spike);
     }
 }
 
@@ -732,23 +743,30 @@ fn apply(conn: &Connection, deltas: Deltas, new_crashes: bool) -> Result<(), Sto
             *new_group_devices.entry(group).or_default() += 1;
         }
     }
+    // Groups whose state the new crashes changed, for webhooks (after every counter).
+    let mut touched = Vec::new();
     for (group, (n, first, last)) in &deltas.groups {
         let devices = new_group_devices.get(group.as_str()).copied().unwrap_or(0);
-        let state = conn
+        let (state, count, new_fired) = conn
             .prepare_cached(
                 "UPDATE groups SET count = count + ?2, devices = devices + ?3,
                      first_seen = min(first_seen, ?4), last_seen = max(last_seen, ?5)
                  WHERE id = ?1
-                 RETURNING status, resolved_key, resolved_next, ignore_left, ignore_until",
+                 RETURNING status, resolved_key, resolved_next, ignore_left, ignore_until,
+                     count, new_fired",
             )?
             .query_row(params![group, n, devices, first, last], |row| {
-                Ok(super::triage::LiveState {
-                    status: row.get(0)?,
-                    resolved_key: row.get(1)?,
-                    resolved_next: row.get(2)?,
-                    ignore_left: row.get(3)?,
-                    ignore_until: row.get(4)?,
-                })
+                Ok((
+                    super::triage::LiveState {
+                        status: row.get(0)?,
+                        resolved_key: row.get(1)?,
+                        resolved_next: row.get(2)?,
+                        ignore_left: row.get(3)?,
+                        ignore_until: row.get(4)?,
+                    },
+                    row.get::<_, i64>(5)?,
+                    row.get::<_, bool>(6)?,
+                ))
             })?;
         let bounds = deltas.release_bounds.get(group);
         if let Some(((low_key, low), (high_key, high))) = bounds {
@@ -764,7 +782,7 @@ fn apply(conn: &Connection, deltas: Deltas, new_crashes: bool) -> Result<(), Sto
             .execute(params![group, high, high_key])?;
         }
         if new_crashes {
-            super::triage::after_new_crashes(
+            let regressed = super::triage::after_new_crashes(
                 conn,
                 group,
                 &state,
@@ -772,6 +790,14 @@ fn apply(conn: &Connection, deltas: Deltas, new_crashes: bool) -> Result<(), Sto
                 bounds.map(|(_, high)| high),
                 *last,
             )?;
+            touched.push(super::webhooks::Touched {
+                group,
+                // Its first crash, from a new crash (not a move), and neither it nor a
+                // group merged or moved into it fired `group.new` before.
+                first: count == *n && !new_fired,
+                regressed: regressed.then(|| bounds.map(|(_, (_, name))| name.clone())),
+                at_ms: *last,
+            });
         }
     }
     for ((group, os), n) in &deltas.group_os {
@@ -837,6 +863,10 @@ fn apply(conn: &Connection, deltas: Deltas, new_crashes: bool) -> Result<(), Sto
             conn.prepare_cached("UPDATE releases SET devices = devices + 1 WHERE name = ?1")?
                 .execute([release])?;
         }
+    }
+    if !touched.is_empty() {
+        // The outbox rows commit with the crashes that cause them.
+        super::webhooks::after_new_crashes(conn, &touched, deltas.spike)?;
     }
     Ok(())
 }

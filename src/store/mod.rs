@@ -23,6 +23,7 @@ mod pool;
 mod schema;
 mod sentry;
 mod triage;
+mod webhooks;
 mod writer;
 
 use std::collections::BTreeSet;
@@ -41,6 +42,10 @@ pub use sentry::{SentryFileRow, SentryFileState};
 pub use triage::{
     Activity, Group, GroupDetail, GroupFilter, GroupSort, Release, ReleaseDetail, ReleaseUpdate,
     Spread, StateChange, TriageRefusal, SYSTEM_ACTOR,
+};
+pub use webhooks::{
+    AttemptOutcome, Delivery, DueDelivery, SpikePolicy, Webhook, EVENTS, EVENT_NEW,
+    EVENT_REGRESSED, EVENT_SPIKE,
 };
 
 /// How long a connection waits for a lock (a checkpoint, another process's backup)
@@ -140,6 +145,8 @@ struct Inner {
     /// For the full checkpoints a delete and shutdown ask for (the writer runs the
     /// periodic ones).
     checkpoints: Mutex<Connection>,
+    /// What makes a `group.spike`; every insert hands it to the counter flush.
+    spike: Mutex<SpikePolicy>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -248,6 +255,7 @@ impl Store {
                 path,
                 writer,
                 checkpoints,
+                spike: Mutex::new(SpikePolicy::default()),
             }),
         })
     }
@@ -272,10 +280,103 @@ impl Store {
         &self,
         crashes: Vec<NewCrash>,
     ) -> Result<Vec<Inserted>, StoreError> {
+        let spike = self.spike_policy();
         self.inner
             .writer
-            .write_crashes(move |conn| crashes::insert(conn, &crashes))
+            .write_crashes(move |conn| crashes::insert(conn, &crashes, spike))
             .await
+    }
+
+    /// Sets what makes a `group.spike` (the server's flags).
+    pub fn set_spike_policy(&self, policy: SpikePolicy) {
+        if let Ok(mut spike) = self.inner.spike.lock() {
+            *spike = policy;
+        }
+    }
+
+    fn spike_policy(&self) -> SpikePolicy {
+        self.inner.spike.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Adds a webhook subscription (`id` random, from the caller).
+    pub fn create_webhook(
+        &self,
+        id: String,
+        url: String,
+        events: Vec<String>,
+        secret: Option<String>,
+        now_ms: i64,
+    ) -> Result<Webhook, StoreError> {
+        self.inner
+            .writer
+            .write_blocking(Priority::Now, move |conn| {
+                webhooks::create(conn, &id, &url, &events, secret.as_deref(), now_ms)
+            })
+    }
+
+    /// Every webhook subscription, oldest first.
+    pub fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        self.read(webhooks::list)
+    }
+
+    /// Deletes a webhook and its deliveries (pending ones are not sent); false when
+    /// there was none.
+    pub fn delete_webhook(&self, id: String) -> Result<bool, StoreError> {
+        self.inner
+            .writer
+            .write_blocking(Priority::Now, move |conn| webhooks::delete(conn, &id))
+    }
+
+    /// A webhook's latest deliveries, newest first; `None` for an unknown webhook.
+    pub fn webhook_deliveries(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<Delivery>>, StoreError> {
+        self.read(|conn| webhooks::deliveries(conn, id, limit))
+    }
+
+    /// Pending deliveries due at `now_ms`, oldest first.
+    pub fn due_deliveries(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.read(|conn| webhooks::due(conn, now_ms, limit))
+    }
+
+    /// Records a delivery attempt's outcome. Blocking: not for the async executor.
+    pub fn finish_delivery(
+        &self,
+        delivery_id: String,
+        outcome: AttemptOutcome,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .writer
+            .write_blocking(Priority::Now, move |conn| {
+                webhooks::finish(conn, &delivery_id, &outcome, now_ms)
+            })
+    }
+
+    /// Deletes delivered and failed deliveries created before `cutoff_ms`.
+    pub fn prune_deliveries(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        self.inner
+            .writer
+            .write_blocking(Priority::Background, move |conn| {
+                webhooks::prune(conn, cutoff_ms)
+            })
+    }
+
+    /// The live group an id names (itself, or the group it was merged or moved into),
+    /// as a webhook delivery shows it.
+    pub fn current_group(&self, id: &str, now_ms: i64) -> Result<Option<Group>, StoreError> {
+        self.read(|conn| {
+            let Some(current) = triage::current_id(conn, id)? else {
+                return Ok(None);
+            };
+            triage::group_row(conn, &current, now_ms)
+        })
     }
 
     /// One crash by id; `None` for an unknown or malformed id.
@@ -847,7 +948,7 @@ mod tests {
             },
         );
         let good = store.inner.writer.submit(writer::Priority::Now, |conn| {
-            crashes::insert(conn, &[crash("a", "s1", "d1", "r")])
+            crashes::insert(conn, &[crash("a", "s1", "d1", "r")], SpikePolicy::default())
         });
         assert!(rt.block_on(bad).unwrap().is_err());
         assert!(rt.block_on(good).unwrap().is_ok());
@@ -899,6 +1000,91 @@ mod tests {
             .unwrap()
             .items
             .is_empty());
+        assert_eq!(store.audit().unwrap(), vec![]);
+    }
+
+    /// The events queued so far, oldest first.
+    fn queued(store: &Store) -> Vec<(String, String)> {
+        store
+            .read(|conn| {
+                let mut stmt =
+                    conn.prepare("SELECT event, group_id FROM webhook_deliveries ORDER BY seq")?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn group_new_is_queued_once_per_group_through_retries_moves_and_merges() {
+        let (_dir, store) = open();
+        let rt = runtime();
+        let insert = |crashes: Vec<NewCrash>| rt.block_on(store.insert_crashes(crashes)).unwrap();
+        // Before any webhook: the marker is set, nothing is queued.
+        insert(vec![crash("z", "s0", "d1", "r")]);
+        assert!(queued(&store).is_empty());
+        store
+            .create_webhook(
+                "w".into(),
+                "http://127.0.0.1:9/".into(),
+                vec![EVENT_NEW.into()],
+                None,
+                0,
+            )
+            .unwrap();
+        let new = |group: &str| (EVENT_NEW.to_owned(), group.to_owned());
+        // Two crashes of a new group in one batch: one event. A retried upload: none.
+        let ids = insert(vec![
+            crash("a", "s1", "d1", "r"),
+            crash("b", "s1", "d2", "r"),
+        ]);
+        insert(vec![crash("a", "s1", "d1", "r")]);
+        insert(vec![crash("y", "s0", "d1", "r")]);
+        assert_eq!(queued(&store), vec![new("g-s1")]);
+        // Every crash of g-s1 moves to a new group g-s9 (a late dSYM): g-s1 becomes an
+        // alias of g-s9, which inherits its marker; new crashes of either signature fire
+        // nothing.
+        let changes = ids
+            .iter()
+            .map(|i| Refiling {
+                id: i.id.clone(),
+                filing: filing("s9", &[]),
+            })
+            .collect();
+        assert_eq!(store.refile_crashes(changes).unwrap(), 2);
+        // Even once g-s9 is empty again (its crashes deleted), its first crash is past.
+        for inserted in &ids {
+            assert!(rt.block_on(store.delete_crash(&inserted.id)).unwrap());
+        }
+        assert_eq!(store.group("g-s9").unwrap().unwrap().count, 0);
+        insert(vec![
+            crash("c", "s1", "d1", "r"),
+            crash("d", "s9", "d1", "r"),
+        ]);
+        assert_eq!(queued(&store), vec![new("g-s1")]);
+        // A merge: nothing new either.
+        insert(vec![crash("e", "s2", "d1", "r")]);
+        let merged = store
+            .merge_groups("g-s9".into(), vec!["g-s2".into()], "t".into(), 0)
+            .unwrap();
+        assert_eq!(merged.unwrap(), "g-s9");
+        insert(vec![crash("f", "s2", "d3", "r")]);
+        assert_eq!(queued(&store), vec![new("g-s1"), new("g-s2")]);
+        // Part of a group moves to a new group: that group's next crash is no first.
+        let ids = insert(vec![
+            crash("g", "s5", "d1", "r"),
+            crash("h", "s5", "d2", "r"),
+        ]);
+        store
+            .refile_crashes(vec![Refiling {
+                id: ids[0].id.clone(),
+                filing: filing("s6", &[]),
+            }])
+            .unwrap();
+        insert(vec![crash("i", "s6", "d1", "r")]);
+        assert_eq!(queued(&store), vec![new("g-s1"), new("g-s2"), new("g-s5")]);
         assert_eq!(store.audit().unwrap(), vec![]);
     }
 
@@ -1101,7 +1287,7 @@ mod tests {
         let crashes = vec![crash];
         store.inner.writer.submit_job(
             writer::Priority::Now,
-            move |conn| crashes::insert(conn, &crashes),
+            move |conn| crashes::insert(conn, &crashes, SpikePolicy::default()),
             true,
         )
     }

@@ -264,11 +264,58 @@ CREATE INDEX releases_by_app ON releases (app, sort_key);
 CREATE INDEX group_releases_by_crashes ON group_releases (release, crashes DESC, group_id);
 "#;
 
+/// v5 (webhooks): subscriptions, the durable delivery outbox (rows written in the
+/// transaction of the state change that causes them), and per-group markers of which
+/// events fired, so moves and merges never fire `group.new` twice.
+const V5: &str = r#"
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    -- JSON array of event names.
+    events TEXT NOT NULL,
+    -- Kept in clear: it must sign every delivery. Never returned by the API or logged.
+    secret TEXT,
+    created_at INTEGER NOT NULL
+);
+
+-- The outbox: one row per (webhook, event). `delivery_id` is random and stable across
+-- retries, so a receiver can drop a repeat.
+CREATE TABLE webhook_deliveries (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id TEXT NOT NULL UNIQUE,
+    webhook_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    crash_id TEXT,
+    release TEXT,
+    -- JSON the event adds (a spike's counts).
+    detail TEXT,
+    created_at INTEGER NOT NULL,
+    -- pending, delivered or failed.
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_attempt_at INTEGER,
+    last_error TEXT
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at, seq)
+    WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, seq);
+
+-- 1 once the group's first crash arrived (`group.new` happened, whether or not a
+-- webhook listened). A merge or move ORs the markers of both groups.
+ALTER TABLE groups ADD COLUMN new_fired INTEGER NOT NULL DEFAULT 0;
+-- When `group.spike` last fired for the group (ms).
+ALTER TABLE groups ADD COLUMN spike_fired_at INTEGER;
+-- Every existing group was made by a crash: its first crash is in the past.
+UPDATE groups SET new_fired = 1;
+"#;
+
 /// Every migration, oldest first.
 pub(super) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4)])
+    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)])
 }
 
 /// The schema version today's code writes.
 #[cfg(test)]
-pub(super) const LATEST: usize = 4;
+pub(super) const LATEST: usize = 5;

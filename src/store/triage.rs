@@ -283,7 +283,8 @@ pub(super) fn record_activity(
 
 /// The lifecycle after `n` new crashes landed in `group_id`: a resolved group regresses
 /// (DESIGN.md's rules; `newest` is the highest release, order key and name, among
-/// them), an ignore by count counts down, an ignore past its date ends.
+/// them), an ignore by count counts down, an ignore past its date ends. True when the
+/// group turned `regressed`.
 pub(super) fn after_new_crashes(
     conn: &Connection,
     group_id: &str,
@@ -291,7 +292,8 @@ pub(super) fn after_new_crashes(
     n: i64,
     newest: Option<&(String, String)>,
     at_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let mut regressed = false;
     match state.status.as_str() {
         "resolved" => {
             let regress = match (&state.resolved_key, newest) {
@@ -327,6 +329,7 @@ pub(super) fn after_new_crashes(
                     )?
                     .execute([release])?;
                 }
+                regressed = true;
             }
         }
         "ignored" => {
@@ -362,7 +365,7 @@ pub(super) fn after_new_crashes(
         }
         _ => {}
     }
-    Ok(())
+    Ok(regressed)
 }
 
 /// After a move left `from` without crashes, it becomes an alias of `to` (DESIGN.md,
@@ -396,18 +399,23 @@ fn make_alias(conn: &Connection, from: &str, to: &str) -> Result<(), StoreError>
          WHERE id = ?2 AND rowid > (SELECT rowid FROM groups WHERE id = ?1)",
     )?
     .execute(params![from, to])?;
-    Ok(())
+    // `group.new` fires for `to` only if neither group fired it before (DESIGN.md).
+    super::webhooks::merge_markers(conn, from, to)
 }
 
 /// The live group an id names: itself, or the group it was merged or moved into.
-fn current_id(conn: &Connection, id: &str) -> Result<Option<String>, StoreError> {
+pub(super) fn current_id(conn: &Connection, id: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT coalesce(alias_of, id) FROM groups WHERE id = ?1")?
         .query_row([id], |row| row.get(0))
         .optional()?)
 }
 
-fn group_row(conn: &Connection, id: &str, now_ms: i64) -> Result<Option<Group>, StoreError> {
+pub(super) fn group_row(
+    conn: &Connection,
+    id: &str,
+    now_ms: i64,
+) -> Result<Option<Group>, StoreError> {
     let mut group = conn
         .prepare_cached(&format!(
             "SELECT {GROUP_COLUMNS} FROM groups g WHERE g.id = ?1"

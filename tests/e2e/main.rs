@@ -14,3 +14,4 @@ mod support;
 mod symbolication;
 mod timeouts;
 mod triage;
+mod webhooks;

@@ -382,6 +382,11 @@ impl Drop for ServeProcess {
 
 /// Starts the real binary on a free port over `root/data` and `root/dsyms`.
 pub fn serve(root: &Path) -> ServeProcess {
+    serve_with(root, &[])
+}
+
+/// [`serve`] with extra environment variables (`CRASHBOX_*` settings).
+pub fn serve_with(root: &Path, env: &[(&str, &str)]) -> ServeProcess {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(BIN)
@@ -389,6 +394,7 @@ pub fn serve(root: &Path) -> ServeProcess {
         .env("CRASHBOX_DATA_DIR", root.join("data"))
         .env("CRASHBOX_DSYMS_DIR", root.join("dsyms"))
         .env("RUST_LOG", "crashbox=debug,info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
