@@ -98,7 +98,27 @@ pub fn sign(report: &CrashReport, crash: &SymbolicatedCrash, rules: &Rules) -> S
         .or_else(|| crash.crashed_thread().map(|t| t.frames.as_slice()))
         .or_else(|| crash.threads.first().map(|t| t.frames.as_slice()))
         .unwrap_or(&[]);
-    let sites: Vec<Site> = frames.iter().filter_map(|f| site(f, rules)).collect();
+    // Frames are signed only as far as needed: up to the crash site and its variant's
+    // frames (all of them only when no frame is in-app). Normalizing and matching
+    // every frame of a 60-frame report cost ~1.3 ms; the crash site is usually near
+    // the top.
+    let mut sites: Vec<Site> = Vec::new();
+    let mut found_in_app = false;
+    let mut callers = 0;
+    for frame in frames {
+        let Some(site) = site(frame, rules) else {
+            continue;
+        };
+        let in_app = site.in_app;
+        sites.push(site);
+        if in_app && found_in_app {
+            callers += 1;
+            if callers >= VARIANT_FRAMES {
+                break;
+            }
+        }
+        found_in_app |= in_app;
+    }
 
     let mut signature = match sites.iter().position(|s| s.in_app) {
         Some(at) => {
