@@ -106,6 +106,20 @@ pub fn sort_key(version: &str, build: Option<&str>) -> String {
     key
 }
 
+/// What a release row keeps of its name: app ("" when none), version, build and order
+/// key; all but the app `None` for a name that does not parse.
+pub fn columns(name: &str) -> (&str, Option<&str>, Option<&str>, Option<String>) {
+    match parse(name) {
+        Some(r) => (
+            r.app.unwrap_or(""),
+            Some(r.version),
+            r.build,
+            Some(sort_key(r.version, r.build)),
+        ),
+        None => ("", None, None, None),
+    }
+}
+
 /// [`sort_key`] of a full release name; `None` when it does not parse.
 pub fn sort_key_of(name: &str) -> Option<String> {
     parse(name).map(|r| sort_key(r.version, r.build))

@@ -243,12 +243,6 @@ pub(super) struct Counted {
     pub variant: Option<String>,
 }
 
-/// A release's order key (see `release::sort_key`), or `None` for a name that does not
-/// parse.
-fn release_key(release: &str) -> Option<String> {
-    crate::release::sort_key_of(release)
-}
-
 fn hour_of(ms: i64) -> i64 {
     ms.div_euclid(3_600_000)
 }
@@ -607,7 +601,7 @@ impl Deltas {
                     .entry((release.clone(), device.clone()))
                     .or_default() += 1;
             }
-            if let Some(key) = release_key(release) {
+            if let Some(key) = crate::release::sort_key_of(release) {
                 let named = (key, release.clone());
                 widen_bounds(
                     self.release_bounds
@@ -710,7 +704,7 @@ pub(super) fn flush_pending(conn: &Connection) -> Result<(), StoreError> {
 fn apply(conn: &Connection, deltas: Deltas, new_crashes: bool) -> Result<(), StoreError> {
     // Releases first: a group's first and last release are looked up by key below.
     for (release, (n, first, last)) in &deltas.releases {
-        let parsed = crate::release::parse(release);
+        let (app, version, build, key) = crate::release::columns(release);
         conn.prepare_cached(
             "INSERT INTO releases (name, crashes, devices, first_seen, last_seen,
                                    app, version, build, sort_key)
@@ -719,16 +713,7 @@ fn apply(conn: &Connection, deltas: Deltas, new_crashes: bool) -> Result<(), Sto
                  first_seen = min(coalesce(first_seen, excluded.first_seen), excluded.first_seen),
                  last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen)",
         )?
-        .execute(params![
-            release,
-            n,
-            first,
-            last,
-            parsed.as_ref().and_then(|r| r.app).unwrap_or(""),
-            parsed.as_ref().map(|r| r.version),
-            parsed.as_ref().and_then(|r| r.build),
-            release_key(release),
-        ])?;
+        .execute(params![release, n, first, last, app, version, build, key,])?;
     }
     let mut new_group_devices: HashMap<&str, i64> = HashMap::new();
     for ((group, device), n) in &deltas.group_devices {
@@ -1284,12 +1269,10 @@ pub(super) fn audit(conn: &Connection) -> Result<Vec<Mismatch>, StoreError> {
         )
         .optional()?;
     if refreshed == Some(hour) {
-        let mut stmt = conn.prepare(
-            "SELECT g.id, g.trend, coalesce((
-                 SELECT sum(CASE WHEN h.hour > ?1 - 24 THEN h.crashes ELSE -h.crashes END)
-                 FROM group_hours h WHERE h.group_id = g.id AND h.hour > ?1 - 48), 0)
-             FROM groups g",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT g.id, g.trend, {} FROM groups g",
+            super::triage::TREND_OF_G
+        ))?;
         let rows = stmt.query_map([hour], |row| {
             Ok((
                 row.get::<_, String>(0)?,

@@ -1348,4 +1348,22 @@ mod tests {
         assert_eq!(g.status, "resolved");
         assert_eq!(g.count, 2);
     }
+
+    #[test]
+    fn refreshing_trends_recounts_them_from_the_hours() {
+        let (_dir, store) = open();
+        let rt = runtime();
+        let now = unix_ms(time::OffsetDateTime::now_utc());
+        let mut crash = app_crash("t1", "s1", "d1", "com.app 1.0 (1)");
+        crash.received_ms = now;
+        rt.block_on(store.insert_crashes(vec![crash])).unwrap();
+        // A trend gone stale (the hour turned) is put right by the refresh.
+        rt.block_on(store.execute_for_tests(
+            "UPDATE groups SET trend = 99; DELETE FROM meta WHERE key = 'trend_hour';",
+        ))
+        .unwrap();
+        assert!(store.refresh_trends().unwrap());
+        assert!(!store.refresh_trends().unwrap(), "once per hour");
+        assert_eq!(store.audit().unwrap(), vec![]);
+    }
 }

@@ -229,6 +229,12 @@ pub(super) fn trend_weight(hour: i64, now_hour: i64) -> i64 {
     }
 }
 
+/// A group `g`'s trend recounted from its hourly counts, the current hour bound as `?1`
+/// (the weights of [`trend_weight`]).
+pub(super) const TREND_OF_G: &str = "coalesce((
+    SELECT sum(CASE WHEN h.hour > ?1 - 24 THEN h.crashes ELSE -h.crashes END)
+    FROM group_hours h WHERE h.group_id = g.id AND h.hour > ?1 - 48), 0)";
+
 /// Recomputes every group's `trend` from its hourly counts once the hour has turned
 /// (the windows moved); the counter paths keep it within the hour. True when it ran.
 pub(super) fn refresh_trends(conn: &Connection, now_ms: i64) -> Result<bool, StoreError> {
@@ -240,14 +246,12 @@ pub(super) fn refresh_trends(conn: &Connection, now_ms: i64) -> Result<bool, Sto
     if done == Some(hour) {
         return Ok(false);
     }
-    conn.prepare_cached(
-        "UPDATE groups SET trend = coalesce((
-             SELECT sum(CASE WHEN h.hour > ?1 - 24 THEN h.crashes ELSE -h.crashes END)
-             FROM group_hours h WHERE h.group_id = groups.id AND h.hour > ?1 - 48), 0)
-         WHERE trend != coalesce((
-             SELECT sum(CASE WHEN h.hour > ?1 - 24 THEN h.crashes ELSE -h.crashes END)
-             FROM group_hours h WHERE h.group_id = groups.id AND h.hour > ?1 - 48), 0)",
-    )?
+    // Rewrites only the groups whose trend moved (most keep theirs within an hour).
+    conn.prepare_cached(&format!(
+        "UPDATE groups SET trend = t.trend
+         FROM (SELECT g.id, {TREND_OF_G} AS trend FROM groups g) t
+         WHERE t.id = groups.id AND groups.trend != t.trend"
+    ))?
     .execute([hour])?;
     conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES ('trend_hour', ?1)
@@ -701,20 +705,23 @@ fn release_from_row(r: &Row) -> rusqlite::Result<Release> {
     })
 }
 
+fn release_row(conn: &Connection, name: &str) -> Result<Option<Release>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE name = ?1"
+        ))?
+        .query_row([name], release_from_row)
+        .optional()?)
+}
+
 /// Creates a release row unless it exists (a release is created on first sight).
 pub(super) fn ensure_release(conn: &Connection, name: &str) -> Result<(), StoreError> {
-    let parsed = crate::release::parse(name);
+    let (app, version, build, key) = crate::release::columns(name);
     conn.prepare_cached(
         "INSERT INTO releases (name, crashes, devices, app, version, build, sort_key)
          VALUES (?1, 0, 0, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO NOTHING",
     )?
-    .execute(params![
-        name,
-        parsed.as_ref().and_then(|r| r.app).unwrap_or(""),
-        parsed.as_ref().map(|r| r.version),
-        parsed.as_ref().and_then(|r| r.build),
-        crate::release::sort_key_of(name),
-    ])?;
+    .execute(params![name, app, version, build, key])?;
     Ok(())
 }
 
@@ -726,19 +733,14 @@ pub(super) fn backfill_releases(conn: &Connection) -> Result<(), StoreError> {
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     for name in names {
-        let Some(parsed) = crate::release::parse(&name) else {
-            continue;
-        };
-        conn.execute(
-            "UPDATE releases SET app = ?2, version = ?3, build = ?4, sort_key = ?5 WHERE name = ?1",
-            params![
-                name,
-                parsed.app.unwrap_or(""),
-                parsed.version,
-                parsed.build,
-                crate::release::sort_key(parsed.version, parsed.build)
-            ],
-        )?;
+        let (app, version, build, key) = crate::release::columns(&name);
+        if key.is_some() {
+            conn.execute(
+                "UPDATE releases SET app = ?2, version = ?3, build = ?4, sort_key = ?5
+                 WHERE name = ?1",
+                params![name, app, version, build, key],
+            )?;
+        }
     }
     Ok(())
 }
@@ -1016,6 +1018,17 @@ impl Store {
             })
     }
 
+    /// The live group an id names: itself, or the group it was merged or moved into;
+    /// `None` when unknown.
+    pub fn live_group_id(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.read(|conn| current_id(conn, id))
+    }
+
+    /// One release by its full name.
+    pub fn release(&self, name: &str) -> Result<Option<Release>, StoreError> {
+        self.read(|conn| release_row(conn, name))
+    }
+
     /// Every release, newest first (by app, then release order).
     pub fn releases(&self) -> Result<Vec<Release>, StoreError> {
         self.read(|conn| {
@@ -1063,11 +1076,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<ReleaseDetail>, StoreError> {
         self.read(|conn| {
-            let Some(release) = conn
-                .prepare_cached(&format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE name = ?1"))?
-                .query_row([name], release_from_row)
-                .optional()?
-            else {
+            let Some(release) = release_row(conn, name)? else {
                 return Ok(None);
             };
             let groups = |sql: &str| -> Result<Vec<Group>, StoreError> {

@@ -302,14 +302,10 @@ pub fn group(store: &Store, id: &str, now_ms: i64) -> Result<Value, TriageError>
 
 /// `GET /api/v1/groups/{id}/crashes`, newest first.
 pub fn group_crashes(store: &Store, id: &str, query: &PageQuery) -> Result<Value, TriageError> {
-    let group = store
-        .group(id)?
-        .ok_or_else(|| TriageError::NotFound(format!("no group {id}")))?;
     // A merged-away id lists its target's crashes.
     let live = store
-        .group_detail(&group.id, 0)?
-        .map(|d| d.group.id)
-        .unwrap_or(group.id);
+        .live_group_id(id)?
+        .ok_or_else(|| TriageError::NotFound(format!("no group {id}")))?;
     let page = store.crashes_in_group(&live, query.cursor.as_deref(), limit(query.limit)?)?;
     Ok(json!({
         "crashes": page.items.iter().map(|c| json!({
@@ -628,9 +624,7 @@ pub fn put_release(store: &Store, request: &ReleaseRequest) -> Result<Value, Tri
         },
     ))?;
     let release = store
-        .releases()?
-        .into_iter()
-        .find(|r| r.name == name)
+        .release(name)?
         .ok_or_else(|| TriageError::NotFound(format!("no release `{name}`")))?;
     Ok(release_json(&release))
 }
@@ -675,9 +669,7 @@ pub fn add_sessions(
     };
     (store.add_sessions(vec![(full.clone(), request.total, request.crashed)]))?;
     let release = store
-        .releases()?
-        .into_iter()
-        .find(|r| r.name == full)
+        .release(&full)?
         .ok_or_else(|| TriageError::NotFound(format!("no release `{full}`")))?;
     Ok(release_json(&release))
 }

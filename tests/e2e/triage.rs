@@ -715,6 +715,7 @@ fn late_dsyms_and_rules_changes_move_groups_and_keep_their_state() {
         )
         .unwrap(),
     );
+    assert_eq!(r.status, 201, "a new crash, not a retry: {:?}", r.body);
     assert_eq!(r.body["group_id"], resigned["id"]);
     t.audit_is_clean();
 
