@@ -32,20 +32,26 @@ for area in cli debug-files symbolicate sentry; do
   python3 "$CHECK" --bin target/release/crashbox --only "$area"
 done
 
-# intake and triage: `--only intake` cannot pass as check.py is written: it uploads the
-# dSYMs its "is symbolicated" check needs only when the debug-files area runs too, and
-# its final tally calls sum() over the records, one of which is the crash id string
-# (TypeError); triage rides on the same crash upload. So run every area and require
-# each intake and triage line to pass (the ui area is not built yet).
+# intake, triage and ui: `--only intake` cannot pass as check.py is written: it uploads
+# the dSYMs its "is symbolicated" check needs only when the debug-files area runs too,
+# and its final tally calls sum() over the records, one of which is the crash id string
+# (TypeError); triage and ui ride on the same crash upload. So run every area and
+# require each intake, triage and ui line to pass.
 out=$(python3 "$CHECK" --bin target/release/crashbox 2>&1 || true)
-echo "$out" | grep '\[\(intake\|triage\)\]'
+echo "$out" | grep '\[\(intake\|triage\|ui\)\]'
 intake_passed=$(echo "$out" | grep -c '^PASS \[intake\]' || true)
 triage_passed=$(echo "$out" | grep -c '^PASS \[triage\]' || true)
-if echo "$out" | grep -q '^FAIL \[\(intake\|triage\|debug-files\|cli\|symbolicate\)\]' \
-    || [ "$intake_passed" -lt 5 ] || [ "$triage_passed" -lt 5 ]; then
-  echo "contract check: intake $intake_passed of 5, triage $triage_passed of 5 passed"
+ui_passed=$(echo "$out" | grep -c '^PASS \[ui\]' || true)
+if echo "$out" | grep -q '^FAIL \[\(intake\|triage\|ui\|debug-files\|cli\|symbolicate\)\]' \
+    || [ "$intake_passed" -lt 5 ] || [ "$triage_passed" -lt 5 ] || [ "$ui_passed" -lt 3 ]; then
+  echo "contract check: intake $intake_passed of 5, triage $triage_passed of 5, ui $ui_passed of 3 passed"
   exit 1
 fi
+
+# The web UI in a real browser: Debian's chromium driven by Playwright (installed into
+# target/ui-venv by scripts/browser.sh when missing), against the release build.
+bash scripts/browser.sh
+target/ui-venv/bin/python tests/ui/test_ui.py --bin target/release/crashbox
 
 # The Dockerfile's build stage, built and started the way Docker would (no engine here).
 bash scripts/docker-check.sh

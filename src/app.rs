@@ -4,6 +4,7 @@
 //! compatibility work (chunks, assembles, envelopes) is in [`sentry`].
 
 pub mod sentry;
+pub mod session;
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -222,15 +223,38 @@ impl App {
         &self,
         id: String,
     ) -> Result<Option<(CrashRecord, SymbolicatedCrash)>, StoreError> {
-        self.blocking(move |app| {
-            let Some(stored) = app.inner.store.crash(&id)? else {
-                return Ok(None);
-            };
-            let record = CrashRecord::decode(stored)?;
-            let crash = crate::symbolicate::symbolicate(&record.report, app.inner.symbols.as_ref());
-            Ok(Some((record, crash)))
-        })
-        .await
+        self.blocking(move |app| app.crash_now(&id)).await
+    }
+
+    /// [`App::crash`] on the calling thread. Blocking.
+    pub fn crash_now(
+        &self,
+        id: &str,
+    ) -> Result<Option<(CrashRecord, SymbolicatedCrash)>, StoreError> {
+        let Some(stored) = self.inner.store.crash(id)? else {
+            return Ok(None);
+        };
+        let record = CrashRecord::decode(stored)?;
+        let crash = crate::symbolicate::symbolicate(&record.report, self.inner.symbols.as_ref());
+        Ok(Some((record, crash)))
+    }
+
+    /// The store, for page builders (`web`) running on the blocking pool.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Runs a page build on the blocking pool (store reads, symbolication and the
+    /// template all block), with the time it counts from.
+    pub async fn page<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&App, i64) -> Result<T, TriageError> + Send + 'static,
+    ) -> Result<T, TriageError> {
+        let app = self.clone();
+        let now = crate::store::unix_ms(time::OffsetDateTime::now_utc());
+        tokio::task::spawn_blocking(move || work(&app, now))
+            .await
+            .unwrap_or_else(|join| Err(TriageError::Store(StoreError::Task(join.to_string()))))
     }
 
     /// Deletes a crash; false when there was none.

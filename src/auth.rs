@@ -295,7 +295,17 @@ impl TokenStore {
         {
             return None;
         }
-        let hash = hash_token(token);
+        self.identify_hash(&hash_token(token))
+    }
+
+    /// Who the token with this hash is (as [`hash_token`] makes it): a web session
+    /// keeps the hash, never the token, and is checked against the token on each page,
+    /// so revoking the token ends the session too.
+    pub fn identify_hash(&self, hash: &str) -> Option<Identity> {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let hash = hash.to_ascii_lowercase();
         let path = self.path_of(&hash);
         let cached = self.checked.lock().ok().and_then(|checked| {
             if checked.unknown.contains(&hash) {
@@ -400,7 +410,8 @@ fn check_name(name: &str) -> Result<(), AuthError> {
     Ok(())
 }
 
-fn hash_token(token: &str) -> String {
+/// The hex SHA-256 a token is stored (and named) by.
+pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 

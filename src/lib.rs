@@ -48,4 +48,5 @@ pub mod symbolicate;
 pub mod telemetry;
 pub mod triage;
 mod util;
+pub mod web;
 pub mod webhooks;

@@ -140,6 +140,7 @@ impl From<TriageError> for ApiError {
             TriageError::Store(store) => return store.into(),
             TriageError::NotFound(_) => StatusCode::NOT_FOUND,
             TriageError::Invalid(_) => StatusCode::BAD_REQUEST,
+            TriageError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, err.code(), err.to_string())
     }

@@ -10,6 +10,7 @@ pub mod limits;
 mod ops;
 mod sentry;
 mod triage;
+mod ui;
 mod webhooks;
 
 use std::time::Instant;
@@ -113,6 +114,21 @@ pub fn router(app: App) -> Router {
             "/api/{project_id}/store/",
             post(sentry::store).layer(DefaultBodyLimit::disable()),
         )
+        // The web UI (sessions, not bearer tokens; `http::ui`).
+        .route("/", get(ui::groups))
+        .route("/login", get(ui::login_form).post(ui::login))
+        .route("/logout", post(ui::logout))
+        .route("/groups/{id}", get(ui::group))
+        .route("/groups/{id}/state", post(ui::change_state))
+        .route("/groups/{id}/merge", post(ui::merge))
+        .route("/groups/{id}/unmerge", post(ui::unmerge))
+        .route("/crashes/{id}/apple", get(ui::crash_file))
+        .route("/releases", get(ui::releases))
+        .route("/releases/{release}", get(ui::release))
+        .route("/debug-files", get(ui::debug_files))
+        .route("/assets/app.css", get(ui::css))
+        .route("/assets/app.js", get(ui::js))
+        .route("/assets/icon.svg", get(ui::icon))
         .fallback(ops::not_found)
         .layer(middleware::from_fn_with_state(
             app.clone(),

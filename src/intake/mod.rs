@@ -535,7 +535,7 @@ mod store_tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(V1_DATABASE, dir.path().join(crate::store::DB_FILE)).unwrap();
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 5);
+        assert_eq!(store.schema_version().unwrap(), 6);
         // The .crash is a retry of the v1 .ips (same incident): stored once.
         let mut expected = fixture_records();
         let mut seen = std::collections::HashSet::new();

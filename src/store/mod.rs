@@ -22,6 +22,7 @@ mod debug_files;
 mod pool;
 mod schema;
 mod sentry;
+mod sessions;
 mod triage;
 mod webhooks;
 mod writer;
@@ -314,6 +315,33 @@ impl Store {
             })
     }
 
+    /// Opens a web UI session: `id` and `token` are hashes (see `store::sessions`).
+    pub fn create_session(
+        &self,
+        id: String,
+        token: String,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .writer
+            .write_blocking(Priority::Now, move |conn| {
+                sessions::create(conn, &id, &token, now_ms, expires_ms)
+            })
+    }
+
+    /// The token hash a live session was opened with.
+    pub fn session_token(&self, id: &str, now_ms: i64) -> Result<Option<String>, StoreError> {
+        self.read(|conn| sessions::token_of(conn, id, now_ms))
+    }
+
+    /// Ends a session; false when there was none.
+    pub fn delete_session(&self, id: String) -> Result<bool, StoreError> {
+        self.inner
+            .writer
+            .write_blocking(Priority::Now, move |conn| sessions::delete(conn, &id))
+    }
+
     /// Every webhook subscription, oldest first.
     pub fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
         self.read(webhooks::list)
@@ -544,6 +572,46 @@ impl Store {
             Ok(rows)
         })?;
         Ok(Page::by_seq(rows, limit))
+    }
+
+    /// For stepping through a group's crashes: the ids of the crash just newer and just
+    /// older than `crash_id` in `group_id`. `None` when `crash_id` is not a crash of
+    /// that group.
+    #[allow(clippy::type_complexity)]
+    pub fn crash_neighbors(
+        &self,
+        group_id: &str,
+        crash_id: &str,
+    ) -> Result<Option<(Option<String>, Option<String>)>, StoreError> {
+        let Some((seq, nonce)) = crashes::parse_crash_id(crash_id) else {
+            return Ok(None);
+        };
+        self.read(|conn| {
+            let here: Option<i64> = conn
+                .prepare_cached("SELECT nonce FROM crashes WHERE seq = ?1 AND group_id = ?2")?
+                .query_row(params![seq, group_id], |r| r.get(0))
+                .optional()?;
+            if here != Some(nonce) {
+                return Ok(None);
+            }
+            let step = |sql: &str| -> Result<Option<String>, StoreError> {
+                Ok(conn
+                    .prepare_cached(sql)?
+                    .query_row(params![group_id, seq], |r| {
+                        Ok(crashes::crash_id(r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?)
+            };
+            let newer = step(
+                "SELECT seq, nonce FROM crashes WHERE group_id = ?1 AND seq > ?2
+                 ORDER BY seq LIMIT 1",
+            )?;
+            let older = step(
+                "SELECT seq, nonce FROM crashes WHERE group_id = ?1 AND seq < ?2
+                 ORDER BY seq DESC LIMIT 1",
+            )?;
+            Ok(Some((newer, older)))
+        })
     }
 
     /// Deletes the crashes received before `cutoff`, with their share of every

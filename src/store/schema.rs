@@ -311,11 +311,33 @@ ALTER TABLE groups ADD COLUMN spike_fired_at INTEGER;
 UPDATE groups SET new_fired = 1;
 "#;
 
+/// v6 (web UI): sign-in sessions. A session row names the token it was opened with
+/// by that token's hash, so revoking the token ends its sessions too; the cookie's
+/// secret itself is never stored, only its SHA-256.
+const V6: &str = r#"
+CREATE TABLE sessions (
+    -- Hex SHA-256 of the cookie's secret.
+    id TEXT PRIMARY KEY,
+    -- Hex SHA-256 of the token signed in with (its file name under tokens/).
+    token TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+"#;
+
 /// Every migration, oldest first.
 pub(super) fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)])
+    Migrations::new(vec![
+        M::up(V1),
+        M::up(V2),
+        M::up(V3),
+        M::up(V4),
+        M::up(V5),
+        M::up(V6),
+    ])
 }
 
 /// The schema version today's code writes.
 #[cfg(test)]
-pub(super) const LATEST: usize = 5;
+pub(super) const LATEST: usize = 6;

@@ -938,6 +938,32 @@ impl Store {
         })
     }
 
+    /// Crashes per hour of each of `ids` since `since_hour` (hours since the epoch),
+    /// oldest first: (hour, crashes). The web UI's sparklines and day charts, one read
+    /// for a whole page of groups.
+    pub fn hour_counts(
+        &self,
+        ids: &[String],
+        since_hour: i64,
+    ) -> Result<Vec<Vec<(i64, u64)>>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT hour, crashes FROM group_hours WHERE group_id = ?1 AND hour >= ?2
+                 ORDER BY hour",
+            )?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(
+                    stmt.query_map(params![id, since_hour], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?,
+                );
+            }
+            Ok(out)
+        })
+    }
+
     /// Crashes per hour of one group since `since`, oldest first: (hour start, crashes).
     pub fn group_hours(
         &self,

@@ -11,8 +11,8 @@
 use serde_json::{json, Value};
 
 use crate::store::{
-    Activity, Group, GroupDetail, GroupFilter, GroupSort, Release, ReleaseDetail, ReleaseUpdate,
-    StateChange, Store, StoreError, TriageRefusal,
+    Activity, Group, GroupDetail, GroupFilter, GroupSort, Page, Release, ReleaseDetail,
+    ReleaseUpdate, StateChange, Store, StoreError, TriageRefusal,
 };
 
 /// Largest page of a listing.
@@ -29,6 +29,9 @@ pub enum TriageError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A web UI page failed to render: a bug, never the request's fault.
+    #[error("page: {0}")]
+    Render(String),
 }
 
 impl TriageError {
@@ -37,6 +40,7 @@ impl TriageError {
             TriageError::NotFound(_) => "not_found",
             TriageError::Invalid(_) => "invalid_request",
             TriageError::Store(_) => "store_error",
+            TriageError::Render(_) => "render_error",
         }
     }
 }
@@ -163,6 +167,15 @@ fn filter_release(store: &Store, name: &Option<String>) -> Result<Option<String>
 
 /// `GET /api/v1/groups`.
 pub fn list_groups(store: &Store, query: &GroupsQuery, now_ms: i64) -> Result<Value, TriageError> {
+    let page = groups(store, query, now_ms)?;
+    Ok(json!({
+        "groups": page.items.iter().map(group_json).collect::<Vec<_>>(),
+        "next_cursor": page.next,
+    }))
+}
+
+/// The groups a listing query asks for, one page of them.
+pub fn groups(store: &Store, query: &GroupsQuery, now_ms: i64) -> Result<Page<Group>, TriageError> {
     let filter = GroupFilter {
         statuses: parse_statuses(query.status.as_deref())?,
         release: filter_release(store, &query.release)?,
@@ -172,17 +185,13 @@ pub fn list_groups(store: &Store, query: &GroupsQuery, now_ms: i64) -> Result<Va
         text: non_blank(&query.q),
     };
     let sort = parse_sort(query.sort.as_deref())?;
-    let page = store.groups(
+    Ok(store.groups(
         &filter,
         sort,
         query.cursor.as_deref(),
         limit(query.limit)?,
         now_ms,
-    )?;
-    Ok(json!({
-        "groups": page.items.iter().map(group_json).collect::<Vec<_>>(),
-        "next_cursor": page.next,
-    }))
+    )?)
 }
 
 /// G: a group as every listing shows it.
@@ -288,7 +297,8 @@ pub fn group_detail_json(
     Ok(v)
 }
 
-fn detail(store: &Store, id: &str, now_ms: i64) -> Result<GroupDetail, TriageError> {
+/// A group with everything its page shows; a merged-away id gives its target.
+pub fn detail(store: &Store, id: &str, now_ms: i64) -> Result<GroupDetail, TriageError> {
     store
         .group_detail(id, now_ms)?
         .ok_or_else(|| TriageError::NotFound(format!("no group {id}")))

@@ -14,4 +14,5 @@ mod support;
 mod symbolication;
 mod timeouts;
 mod triage;
+mod ui;
 mod webhooks;
