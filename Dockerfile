@@ -5,6 +5,9 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The web UI's templates and assets are compiled into the binary.
+COPY templates ./templates
+COPY assets ./assets
 # The manifest names this bench target; cargo refuses a manifest whose target is missing.
 COPY benches/symbolicate.rs ./benches/symbolicate.rs
 # SQLite is compiled in (rusqlite's `bundled`) with the image's C compiler.

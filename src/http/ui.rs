@@ -94,7 +94,12 @@ fn set_cookie(app: &App, secret: &str) -> HeaderValue {
     } else {
         SESSION_DAYS * 86_400
     };
-    let secure = if app.config().public_url().starts_with("https://") {
+    let secure = if app
+        .config()
+        .public_url()
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    {
         "; Secure"
     } else {
         ""
@@ -169,16 +174,48 @@ pub struct LoginForm {
     next: String,
 }
 
+/// Whether a request came from another site: its browser says so (`Sec-Fetch-Site`), or
+/// its `Origin` is not the host it was sent to. Tools that send neither (curl, scripts)
+/// are not browsers acting for someone else.
+fn cross_site(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (text("origin"), text("host")) {
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_none_or(|(_, authority)| !authority.eq_ignore_ascii_case(host)),
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 /// `POST /login`: a `read`, `triage` or `admin` token opens a session.
 pub async fn login(
     State(app): State<App>,
+    headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
+    // Another site must not sign a browser in to a session of its choosing (login
+    // CSRF): the victim's triage would then be recorded under the attacker's token.
+    if cross_site(&headers) {
+        return html(
+            StatusCode::FORBIDDEN,
+            web::error_page(None, 403, "Sign in from crashbox's own sign-in page."),
+        );
+    }
     let Ok(Form(form)) = form else {
         return login_refused("The sign-in form was not sent as a form.", "/");
     };
     let next = web::safe_next(Some(&form.next)).to_owned();
     let token = form.token;
+    // Signing in again replaces the browser's session: end the old one on the server.
+    if let Some(old) = session_cookie(&headers).map(str::to_owned) {
+        if let Err(err) = app.blocking(move |app| app.sign_out(&old)).await {
+            return error(None, TriageError::Store(err));
+        }
+    }
     match app.blocking(move |app| app.sign_in(&token)).await {
         Ok(Ok(secret)) => {
             let mut response = see_other(&next);
@@ -329,7 +366,7 @@ where
     T: Send + 'static,
     F: FnOnce(&App, &Viewer, &str, &T, i64) -> Result<(), TriageError> + Send + 'static,
 {
-    let back = format!("/groups/{id}");
+    let back = format!("/groups/{}", web::path_segment(&id));
     let viewer = match signed_in(&app, &headers, &back).await {
         Ok(v) => v,
         Err(response) => return response,
@@ -429,7 +466,8 @@ pub async fn crash_file(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let viewer = match signed_in(&app, &headers, &format!("/crashes/{id}/apple")).await {
+    let asked = format!("/crashes/{}/apple", web::path_segment(&id));
+    let viewer = match signed_in(&app, &headers, &asked).await {
         Ok(v) => v,
         Err(response) => return response,
     };

@@ -128,10 +128,14 @@ fn thread_view(t: &SymbolicatedThread) -> ThreadView {
     if t.crashed {
         title.push_str(" crashed");
     }
-    match (&t.name, &t.queue) {
-        (Some(name), _) if !name.is_empty() => title = format!("{title}: {name}"),
-        (_, Some(queue)) if !queue.is_empty() => title = format!("{title}: {queue}"),
-        _ => {}
+    // As Xcode's reports name a thread: its name, then its dispatch queue.
+    let named: Vec<&str> = [&t.name, &t.queue]
+        .into_iter()
+        .filter_map(|p| p.as_deref())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if !named.is_empty() {
+        title = format!("{title}: {}", named.join(" · "));
     }
     ThreadView {
         title,

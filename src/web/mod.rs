@@ -21,7 +21,7 @@ use crate::triage::{self, GroupsQuery, TriageError};
 
 pub use crash::crash_text;
 pub use view::path_segment;
-use view::{day_chart, query_url, short_release, sparkline, DayChart, Spark, When};
+use view::{day_chart, first_hour, query_url, short_release, sparkline, DayChart, Spark, When};
 
 /// The stylesheet, script and icon, embedded in the binary (no asset from elsewhere).
 pub const CSS: &str = include_str!("../../assets/app.css");
@@ -262,9 +262,8 @@ fn status_note(g: &Group) -> Option<String> {
 /// Rows for `groups`, each with its sparkline of the last [`DAYS`] days.
 fn group_rows(app: &App, groups: &[Group], now_ms: i64) -> Result<Vec<GroupRow>, TriageError> {
     let now_hour = now_ms.div_euclid(3_600_000);
-    let since_hour = now_hour - DAYS * 24 + 1;
     let ids: Vec<String> = groups.iter().map(|g| g.id.clone()).collect();
-    let hours = app.store().hour_counts(&ids, since_hour)?;
+    let hours = app.store().hour_counts(&ids, first_hour(now_hour, DAYS))?;
     Ok(groups
         .iter()
         .zip(hours)
@@ -414,10 +413,13 @@ pub struct Spread {
 
 fn spread(title: &'static str, rows: &[(String, u64)], filter: Option<&'static str>) -> Spread {
     let total: u64 = rows.iter().map(|(_, n)| n).sum::<u64>().max(1);
+    // The ten with the most crashes (the store lists releases newest first).
+    let mut rows: Vec<&(String, u64)> = rows.iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
     Spread {
         title,
         rows: rows
-            .iter()
+            .into_iter()
             .take(10)
             .map(|(name, count)| SpreadRow {
                 name: name.clone(),
@@ -486,11 +488,15 @@ pub fn group_page(
     let detail = triage::detail(store, id, now_ms)?;
     let g = &detail.group;
     if g.id != id {
-        return Ok(GroupAnswer::Moved(format!("/groups/{}", g.id)));
+        let to = format!("/groups/{}", g.id);
+        return Ok(GroupAnswer::Moved(match crash_id {
+            Some(c) => query_url(&to, &[("crash", c)]),
+            None => to,
+        }));
     }
     let now_hour = now_ms.div_euclid(3_600_000);
     let hours = store
-        .hour_counts(std::slice::from_ref(&g.id), now_hour - DAYS * 24 + 1)?
+        .hour_counts(std::slice::from_ref(&g.id), first_hour(now_hour, DAYS))?
         .pop()
         .unwrap_or_default();
     let recent = store.crashes_in_group(&g.id, None, RECENT_CRASHES)?.items;
@@ -617,7 +623,8 @@ pub fn change_state(
                 if day.is_empty() {
                     return Err(TriageError::Invalid("choose a date to ignore until".into()));
                 }
-                patch.until = Some(format!("{day}T00:00:00Z"));
+                // Until the chosen day is over (UTC): choosing today means "today".
+                patch.until = Some(format!("{day}T23:59:59Z"));
             }
             _ => {}
         },
@@ -639,8 +646,17 @@ pub fn merge(
         groups: groups
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|s| !s.is_empty())
-            // A pasted group URL works as well as its id.
-            .map(|s| s.rsplit('/').next().unwrap_or(s).to_owned())
+            // A pasted group URL works as well as its id (`/groups/ID`, `/groups/ID/`,
+            // `/groups/ID?crash=…`).
+            .filter_map(|s| {
+                let path = s
+                    .split(['?', '#'])
+                    .next()
+                    .unwrap_or(s)
+                    .trim_end_matches('/');
+                path.rsplit('/').next().filter(|id| !id.is_empty())
+            })
+            .map(str::to_owned)
             .collect(),
     };
     if request.groups.is_empty() {
@@ -693,8 +709,18 @@ fn release_row(r: &Release, now_ms: i64) -> ReleaseRow {
         url: format!("/releases/{}", view::path_segment(&r.name)),
         name: r.name.clone(),
         app: r.app.clone(),
-        version: r.version.clone().unwrap_or_default(),
-        build: r.build.clone().unwrap_or_default(),
+        // A release whose name has no version part (reports may send anything) shows
+        // its whole name.
+        version: r
+            .version
+            .clone()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| r.name.clone()),
+        build: r
+            .build
+            .clone()
+            .filter(|_| r.version.as_deref().is_some_and(|v| !v.is_empty()))
+            .unwrap_or_default(),
         channel: r.channel.clone(),
         rollout: r
             .rollout
@@ -825,11 +851,11 @@ pub fn release_page(
             )),
         },
     ];
+    // Every part that came from a report is shell-quoted: people paste this command.
     let upload_command = format!(
-        "crashbox upload-dsyms --url {} --token \"$CRASHBOX_UPLOAD_TOKEN\" --release {} path/to/{}.xcarchive",
+        "crashbox upload-dsyms --url {} --token \"$CRASHBOX_UPLOAD_TOKEN\" --release {} path/to/App.xcarchive",
         shell_quote(&app.config().public_url()),
         shell_quote(&full),
-        detail.release.app.rsplit('.').next().filter(|s| !s.is_empty()).unwrap_or("App"),
     );
     render(&ReleasePage {
         layout: Layout::new(viewer, full.clone(), "releases"),
@@ -918,4 +944,45 @@ pub fn debug_files_page(app: &App, viewer: &Viewer, now_ms: i64) -> Result<Strin
             shell_quote(&app.config().public_url())
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_returns_only_to_this_server() {
+        for ok in ["/", "/groups/abc?crash=1", "/releases/com.a%201.0"] {
+            assert_eq!(safe_next(Some(ok)), ok);
+        }
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "/a\nLocation: x",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(login_url("/"), "/login");
+        assert_eq!(
+            login_url("/groups/x?crash=1"),
+            "/login?next=%2Fgroups%2Fx%3Fcrash%3D1"
+        );
+    }
+
+    #[test]
+    fn pasted_commands_quote_what_reports_sent() {
+        assert_eq!(shell_quote("com.a 1.0 (1)"), "'com.a 1.0 (1)'");
+        assert_eq!(shell_quote("a';rm -rf ~;'"), r"'a'\'';rm -rf ~;'\'''");
+        assert_eq!(
+            shell_quote("com.evil;curl${IFS}x|sh"),
+            "'com.evil;curl${IFS}x|sh'"
+        );
+        assert_eq!(
+            shell_quote("http://127.0.0.1:8080"),
+            "http://127.0.0.1:8080"
+        );
+    }
 }

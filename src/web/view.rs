@@ -70,12 +70,19 @@ pub fn short_release(name: &str, app: &str) -> String {
     }
 }
 
-/// Crashes per day over the last `days` days (today last), from hourly counts.
+/// The first hour (since the epoch) of the `days` UTC calendar days ending today: where
+/// a chart's hourly counts start.
+pub fn first_hour(now_hour: i64, days: i64) -> i64 {
+    (now_hour.div_euclid(24) - (days - 1)) * 24
+}
+
+/// Crashes per UTC calendar day over the last `days` days (today last, so far), from
+/// hourly counts: each bar is the day its label names.
 fn per_day(hours: &[(i64, u64)], now_hour: i64, days: i64) -> Vec<u64> {
     let mut out = vec![0u64; days as usize];
-    // Day buckets end at the current hour: the last bucket is the last 24 hours.
+    let today = now_hour.div_euclid(24);
     for (hour, n) in hours {
-        let back = (now_hour - hour) / 24;
+        let back = today - hour.div_euclid(24);
         if (0..days).contains(&back) {
             out[(days - 1 - back) as usize] += n;
         }
@@ -125,7 +132,11 @@ pub fn sparkline(hours: &[(i64, u64)], now_hour: i64, days: i64) -> Spark {
                     y: SPARK_HEIGHT - h,
                     width: SPARK_BAR - 1,
                     height: h,
-                    label: format!("{} days ago: {n}", counts.len() - 1 - i),
+                    label: match counts.len() - 1 - i {
+                        0 => format!("today: {n}"),
+                        1 => format!("yesterday: {n}"),
+                        back => format!("{back} days ago: {n}"),
+                    },
                 }
             })
             .collect(),
@@ -151,7 +162,7 @@ pub fn day_chart(hours: &[(i64, u64)], now_hour: i64, days: i64) -> DayChart {
     let counts = per_day(hours, now_hour, days);
     let max = counts.iter().copied().max().unwrap_or(0);
     let day_name = |back: i64| {
-        time::OffsetDateTime::from_unix_timestamp((now_hour - back * 24) * 3600)
+        time::OffsetDateTime::from_unix_timestamp((now_hour.div_euclid(24) - back) * 86_400)
             .map(|t| format!("{} {}", t.month(), t.day()))
             .unwrap_or_default()
     };
@@ -189,17 +200,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn days_end_at_the_current_hour() {
-        let now = 1000;
-        let hours = [(now, 2), (now - 23, 3), (now - 24, 5), (now - 24 * 14, 7)];
+    fn days_are_utc_calendar_days() {
+        // 02:00 on day 100: today so far holds hours 2400..=2402.
+        let now = 100 * 24 + 2;
+        let hours = [
+            (now, 2),
+            (now - 2, 3),
+            (now - 3, 5),
+            (now - 27, 1),
+            (87 * 24 - 1, 7),
+        ];
         let days = per_day(&hours, now, 14);
-        assert_eq!(days[13], 5);
-        assert_eq!(days[12], 5);
+        assert_eq!(days[13], 5, "today: 00:00 and 02:00");
+        assert_eq!(days[12], 5, "yesterday 23:00");
+        assert_eq!(days[11], 1, "the day before");
         assert_eq!(
             days.iter().sum::<u64>(),
-            10,
+            11,
             "older than 14 days is left out"
         );
+        assert_eq!(first_hour(now, 14), 87 * 24);
     }
 
     #[test]

@@ -279,3 +279,64 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn the_json_api_ignores_the_session_cookie() {
+    let app = spawn_app();
+    let (cookie, _) = sign_in(&app, &app.token(Scope::Admin));
+    let reply = app.request(
+        "GET",
+        "/api/v1/groups",
+        &[("Cookie", cookie.as_str())],
+        None,
+    );
+    assert_eq!(
+        reply.status, 401,
+        "an admin session's cookie opened the API"
+    );
+}
+
+#[test]
+fn another_site_cannot_sign_a_browser_in_and_signing_in_again_ends_the_old_session() {
+    let app = spawn_app();
+    let token = app.token(Scope::Triage);
+    let agent = no_redirects();
+    let host = app.url.trim_start_matches("http://").to_owned();
+    for (name, value) in [
+        ("Origin", "https://evil.example".to_owned()),
+        ("Sec-Fetch-Site", "cross-site".to_owned()),
+    ] {
+        let mut response = agent
+            .post(&format!("{}/login", app.url))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header(name, &value)
+            .send(format!("token={token}"))
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 403, "{name}: {value}");
+        assert!(response.headers().get("set-cookie").is_none());
+        let _ = response.body_mut().read_to_string();
+    }
+    // The sign-in page itself posts same-origin.
+    let response = agent
+        .post(&format!("{}/login", app.url))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("Origin", &format!("http://{host}"))
+        .send(format!("token={token}"))
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303);
+
+    let (first, _) = sign_in(&app, &token);
+    let again = send(
+        &app,
+        "POST",
+        "/login",
+        Some(&first),
+        Some(&format!("token={token}")),
+    );
+    assert_eq!(again.status, 303);
+    assert_eq!(
+        send(&app, "GET", "/", Some(&first), None).status,
+        303,
+        "the replaced session still works"
+    );
+}

@@ -42,6 +42,9 @@ FIXTURE_RELEASE = "com.crashbox.fixture 1.0 (1)"
 # HTML unescaped. The CSP alone would stop the script, so the test looks for the
 # element and for the literal text: both fail if escaping is removed.
 PROBE = '<b class="xss-probe">probe</b><img src=x onerror="document.body.dataset.xss=1">'
+# The same without spaces, for fields a release name or an image name is made of.
+PROBE_WORD = "<i/class=xss-probe>probe</i>"
+PROBE_RELEASE = f"com.crashbox.probe{PROBE_WORD} 2.0{PROBE_WORD} (7{PROBE_WORD})"
 
 CHECKS = 0
 
@@ -117,21 +120,22 @@ def probe_report(incident):
     return json.dumps({
         "crashbox": 1,
         "incident_id": incident,
-        "app": {"bundle_id": "com.crashbox.probe", "name": "Probe", "version": "2.0", "build": "7"},
-        "os": {"name": "iOS", "version": "17.1"},
+        "app": {"bundle_id": "com.crashbox.probe" + PROBE_WORD, "name": "Probe",
+                "version": "2.0" + PROBE_WORD, "build": "7" + PROBE_WORD},
+        "os": {"name": "iOS" + PROBE_WORD, "version": "17.1" + PROBE_WORD},
         "device_model": "iPhone15,2" + PROBE,
         "arch": "arm64",
-        "exception": {"type": "EXC_CRASH" + PROBE, "signal": "SIGABRT",
+        "exception": {"type": "EXC_CRASH" + PROBE, "signal": "SIGABRT", "subtype": "subtype " + PROBE,
                       "name": "NSInternalInconsistencyException" + PROBE, "reason": "reason " + PROBE},
         "crashed_thread": 0,
         "threads": [
             {"index": 0, "crashed": True, "name": "thread " + PROBE, "queue": "queue " + PROBE,
-             "frames": [{"address": "0x1a0001000", "symbol": "probe_function" + PROBE, "image": "Probe"},
-                        {"address": "0x1a0002000", "symbol": "main", "image": "Probe"}]},
+             "frames": [{"address": "0x1a0001000", "symbol": "probe_function" + PROBE, "image": "Probe" + PROBE_WORD},
+                        {"address": "0x1a0002000", "image": "Probe" + PROBE_WORD}]},
             {"index": 1, "name": "worker " + PROBE,
-             "frames": [{"address": "0x1a0003000", "symbol": "worker" + PROBE, "image": "Probe"}]},
+             "frames": [{"address": "0x1a0003000", "symbol": "worker" + PROBE, "image": "Probe" + PROBE_WORD}]},
         ],
-        "images": [{"name": "Probe", "path": "/var/containers/Bundle/Application/Probe.app/Probe" + PROBE,
+        "images": [{"name": "Probe" + PROBE_WORD, "path": "/var/containers/Bundle/Application/Probe.app/Probe" + PROBE,
                     "uuid": "11111111-2222-3333-4444-555555555555", "load_address": "0x1a0000000",
                     "size": 65536, "arch": "arm64"}],
     }).encode()
@@ -221,8 +225,10 @@ def run(srv, shots):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         laptop = browser.new_context(viewport={"width": 1280, "height": 800})
         page = laptop.new_page()
+        # Merges ask with confirm() (accepted here); any alert() would be report markup
+        # running, which the probe checks below must never see.
         dialogs = []
-        page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+        page.on("dialog", lambda d: (d.type != "confirm" and dialogs.append(d.message), d.accept()))
         console_errors = []
         page.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
 
@@ -308,6 +314,10 @@ def run(srv, shots):
                 check(fn_short in text, f"fixture frame {fn_short} on the page")
                 check(f"{loc['file']}:{loc['line']}" in text, f"fixture frame {loc['file']}:{loc['line']} on the page")
         check(crashed.locator("li.frame.inlined").count() >= 2, "inlined frames are marked as inlined")
+        numbers = crashed.locator("li.frame .no").all_inner_texts()
+        inlined = len(expected["threads"][0]["frames"][0]["locations"]) - 1
+        check(numbers[:inlined + 2] == ["0"] * (inlined + 1) + ["1"],
+              f"inlined frames share their frame's number ({numbers[:inlined + 2]})")
         check(crashed.locator("li.frame.app").count() >= 3, "in-app frames stand out")
         shoot(page, shots, "group-fixture-laptop")
 
@@ -328,6 +338,22 @@ def run(srv, shots):
         page.goto(f"{srv.url}/groups/{abort['group_id']}")
         submit(page, "#reopen")
         expect(page.locator("#group-state")).to_have_text("unresolved")
+
+        # Merge the CRLCrashNULL group into this one, then take its signature back out.
+        null = ids["crashprobe_dereference_a_null_pointer.json"]
+        page.fill("#merge-ids", f"{srv.url}/groups/{null['group_id']}")
+        submit(page, "form[action$='/merge'] button")
+        signatures = page.locator("ul.signatures li").all_inner_texts()
+        check(len(signatures) == 2 and any("CRLCrashNULL" in x for x in signatures),
+              f"a merge lists the merged signature ({signatures})")
+        check("merge" in page.inner_text("ol.activity"), "the activity log records the merge")
+        page.goto(f"{srv.url}/groups/{null['group_id']}")
+        check(urllib.parse.urlparse(page.url).path == f"/groups/{abort['group_id']}",
+              "a merged-away group's page leads to the group it joined")
+        submit(page, "ul.signatures form button")
+        check(page.locator("ul.signatures li").count() == 1, "unmerge takes the signature back out")
+        _, g = srv.call("GET", f"/api/v1/groups/{null['group_id']}", token=admin)
+        check(g.get("id") == null["group_id"], "the unmerged signature has its own group again")
 
         # A stale or forged form is refused and changes nothing.
         r = page.request.post(f"{srv.url}/groups/{abort['group_id']}/state",
@@ -355,16 +381,22 @@ def run(srv, shots):
         page.locator("details.other-thread summary").first.click()
         no_probe_element(page, "group page")
         text = page.inner_text("main")
-        for field in ("reason " + PROBE, "thread " + PROBE, "probe_function" + PROBE, "iPhone15,2" + PROBE):
+        for field in ("reason " + PROBE, "subtype " + PROBE, "thread " + PROBE, "queue " + PROBE,
+                      "worker" + PROBE, "probe_function" + PROBE, "iPhone15,2" + PROBE, "iOS" + PROBE_WORD,
+                      "Probe" + PROBE_WORD, "2.0" + PROBE_WORD):
             check(field in text, f"group page shows {field[:24]}… as text")
+        newest = page.locator(".meta .muted").inner_text()
         check(page.locator("a[rel=next]", has_text="Older").count() == 1, "a group of two crashes steps to the older one")
         submit(page, "text=Older →")
         check("crash=" in page.url, "stepping names the crash in the URL")
+        check(page.locator(".meta .muted").inner_text() != newest, "the older crash is another crash")
+        check(page.locator("a[rel=prev]", has_text="Newer").count() == 1, "and steps back to the newer one")
+        check(page.locator("a[rel=next]", has_text="Older").count() == 0, "and is the oldest")
         no_probe_element(page, "older crash")
-        page.goto(srv.url + "/releases")
-        no_probe_element(page, "releases page")
-        page.goto(srv.url + "/debug-files")
-        no_probe_element(page, "debug files page")
+        for path in ("/releases", "/releases/" + urllib.parse.quote(PROBE_RELEASE, safe=""), "/debug-files"):
+            page.goto(srv.url + path)
+            check("xss-probe" in page.inner_text("main"), f"{path[:40]} shows the probe as text")
+            no_probe_element(page, path[:40])
 
         # Releases and debug files.
         page.goto(srv.url + "/releases")
@@ -376,10 +408,12 @@ def run(srv, shots):
         text = page.inner_text("main")
         check("Top groups" in text and "cb_read_field" in text, "a release page lists its top groups")
         shoot(page, shots, "release-laptop")
-        page.goto(srv.url + "/releases/" + urllib.parse.quote("com.crashbox.probe 2.0 (7)"))
+        page.goto(srv.url + "/releases/" + urllib.parse.quote(PROBE_RELEASE, safe=""))
         text = page.inner_text("main")
         check("crashbox upload-dsyms" in text and "11111111-2222-3333-4444-555555555555" in text,
               "a release with missing dSYMs shows them and the upload command")
+        check(f"--release '{PROBE_RELEASE}' path/to/App.xcarchive" in text,
+              "the command shell-quotes the release a report named")
         page.goto(srv.url + "/debug-files")
         text = page.inner_text("main")
         check("CrashboxFixture" in text and "CrashLibiOS" in text, "the debug files page lists uploads")
