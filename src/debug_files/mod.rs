@@ -298,6 +298,11 @@ pub struct DebugFileStore {
     root: PathBuf,
     store: Store,
     limits: IngestLimits,
+    /// Held while a commit replaces object dirs: two uploads of the same debug id and
+    /// arch (sentry-cli assembles a fat binary's slices and its dSYM at once) would
+    /// otherwise both see no target, and the second rename would fail with "Directory
+    /// not empty" on the first one's dir.
+    commits: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl DebugFileStore {
@@ -313,6 +318,7 @@ impl DebugFileStore {
             root: root.to_owned(),
             store,
             limits,
+            commits: Default::default(),
         })
     }
 
@@ -521,6 +527,12 @@ impl DebugFileStore {
         staged: Vec<(PathBuf, DebugFile)>,
         mut index_updates: Vec<DebugFile>,
     ) -> Result<(), IngestError> {
+        // A poisoned lock only means another commit panicked; the dirs are still
+        // consistent (each step is a whole rename), so carry on.
+        let _one_at_a_time = self
+            .commits
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (dir, file) in &staged {
             let target = self.object_dir(&file.debug_id, &file.arch);
             let parent = target.parent().expect("object dir has a parent");

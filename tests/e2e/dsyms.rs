@@ -435,3 +435,27 @@ fn an_elf_with_dwarf_is_indexed_by_its_build_id() {
     assert_eq!(file["arch"], "x86_64");
     assert_eq!(file["has_debug_info"], true);
 }
+
+#[test]
+fn the_same_new_debug_file_uploaded_at_once_is_stored_once_without_errors() {
+    // sentry-cli assembles a fat binary's slice and the same slice on its own at once;
+    // both stage the same (debug id, arch) and commit it (CI saw "Directory not empty").
+    for _ in 0..6 {
+        let app = spawn_app_with(|c| c.conversion_workers = 4);
+        let body = crashprobe_dwarf();
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let uploads: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| app.post_dsyms("?name=CrashProbeiOS", &body).status))
+                .collect();
+            uploads.into_iter().map(|u| u.join().unwrap()).collect()
+        });
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 201),
+            "{statuses:?}"
+        );
+        assert_eq!(
+            app.listed(),
+            vec![(CRASHPROBE.to_owned(), "arm64".to_owned())]
+        );
+    }
+}
