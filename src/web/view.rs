@@ -107,6 +107,16 @@ pub struct Spark {
     pub label: String,
 }
 
+/// A bar's height for `n` out of `max`, in `height` units: a day with crashes shows at
+/// least one unit, so it never looks empty.
+fn bar_height(n: u64, max: u64, height: u32) -> u32 {
+    if n == 0 {
+        0
+    } else {
+        ((n * u64::from(height)).div_ceil(max.max(1)) as u32).clamp(1, height)
+    }
+}
+
 const SPARK_BAR: u32 = 5;
 const SPARK_HEIGHT: u32 = 20;
 
@@ -121,12 +131,7 @@ pub fn sparkline(hours: &[(i64, u64)], now_hour: i64, days: i64) -> Spark {
             .iter()
             .enumerate()
             .map(|(i, &n)| {
-                // A day with crashes shows at least one unit, so it never looks empty.
-                let h = if n == 0 {
-                    0
-                } else {
-                    ((n * SPARK_HEIGHT as u64).div_ceil(max) as u32).max(1)
-                };
+                let h = bar_height(n, max, SPARK_HEIGHT);
                 Bar {
                     x: i as u32 * SPARK_BAR,
                     y: SPARK_HEIGHT - h,
@@ -173,11 +178,7 @@ pub fn day_chart(hours: &[(i64, u64)], now_hour: i64, days: i64) -> DayChart {
             .iter()
             .enumerate()
             .map(|(i, &n)| {
-                let h = if n == 0 {
-                    0
-                } else {
-                    ((n * DAY_HEIGHT as u64).div_ceil(max.max(1)) as u32).max(1)
-                };
+                let h = bar_height(n, max, DAY_HEIGHT);
                 let back = counts.len() as i64 - 1 - i as i64;
                 Bar {
                     x: i as u32 * DAY_BAR,
