@@ -32,10 +32,12 @@ build_release
 machine_info
 
 # A cache without `grouping_rules` in meta.txt predates the fingerprint in its store
-# (below): written again.
+# (below), one without `report_timestamps` the reports' own times (schema v7's dedup
+# key leads with the crash day): written again.
 if [ -n "${REBUILD:-}" ] || [ ! -s "$CACHE/meta.txt" ] ||
   [ "$(awk '$1 == "crashes" {print $2}' "$CACHE/meta.txt")" != "$N" ] ||
-  ! grep -q '^grouping_rules ' "$CACHE/meta.txt"; then
+  ! grep -q '^grouping_rules ' "$CACHE/meta.txt" ||
+  ! grep -q '^report_timestamps ' "$CACHE/meta.txt"; then
   echo "== loading $N crashes into $CACHE/data"
   rm -rf "$CACHE"
   mkdir -p "$CACHE"

@@ -189,6 +189,8 @@ fn crash(template: &CrashRecord, n: u64, spread_days: i64) -> NewCrash {
     record.received_at = received
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
+    // The report's own time matches (the crash day leads the dedup key).
+    record.report.timestamp = Some(record.received_at.clone());
     record.encode().expect("encode")
 }
 

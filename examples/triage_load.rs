@@ -384,7 +384,7 @@ fn main() {
     let meta = format!(
         "crashes {n}\ngroups_seen {}\nreleases {RELEASES}\nresolved {resolved}\nignored {ignored}\n\
          generated_at_ms {now_ms}\nload_seconds {load_secs:.1}\ndisk_bytes {disk}\n\
-         grouping_rules {rules}\n",
+         grouping_rules {rules}\nreport_timestamps received\n",
         stored.len()
     );
     std::fs::write(out.join("meta.txt"), &meta).expect("meta.txt");
@@ -426,6 +426,14 @@ fn record(
     record.received_at = received
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
+    // The report's own time (the crash day leads its dedup key): a device sends a crash
+    // when the app next runs, so the crash happened up to two hours before it arrived.
+    let crashed = received - time::Duration::seconds((i as i64 * 7_919) % 7_200);
+    record.report.timestamp = Some(
+        crashed
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap(),
+    );
     record.encode().expect("encode")
 }
 

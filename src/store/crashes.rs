@@ -61,6 +61,10 @@ pub struct CrashFacts {
 pub struct NewCrash {
     /// Keyed hash naming the report, for de-duplication of retried uploads.
     pub identity: String,
+    /// The crash's own day (days since 1970-01-01 of the date the report's timestamp
+    /// names; 0 when it names none), set by [`NewCrash::on_day`]. It leads the dedup key
+    /// so new crashes' keys append; a retry carries the same report, so the same day.
+    pub day: u32,
     /// Milliseconds since the Unix epoch.
     pub received_ms: i64,
     /// Keyed hash of the device, for counting affected devices.
@@ -83,6 +87,7 @@ impl NewCrash {
     ) -> Result<Self, StoreError> {
         Ok(NewCrash {
             identity,
+            day: 0,
             received_ms,
             device_hash,
             release,
@@ -90,6 +95,12 @@ impl NewCrash {
             filing,
             record: compress(record_json)?,
         })
+    }
+
+    /// The crash's own day (see [`NewCrash::day`]): the caller knows the report.
+    pub fn on_day(mut self, day: u32) -> Self {
+        self.day = day;
+        self
     }
 
     /// Stored size of the record in bytes.
@@ -181,9 +192,76 @@ pub(super) fn parse_crash_id(id: &str) -> Option<(i64, i64)> {
     Some((seq, nonce))
 }
 
-/// The dedup key: 128 bits of the identity's digest.
-fn identity_key(identity: &str) -> Vec<u8> {
+/// The dedup key since schema v7: the crash's own day, big-endian, then 128 bits of the
+/// identity's digest. The day leads so that new crashes (recent days) insert into the
+/// few rightmost leaves of the UNIQUE index instead of one random leaf each, which on a
+/// big store was a page read, a WAL frame and a checkpoint write per crash (benches/
+/// README.md, triage runs 6-8). The day comes from the report, never the arrival time,
+/// so a retry of the same report has the same key and dedup stays exact.
+pub(super) fn identity_key(day: u32, identity: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(20);
+    key.extend_from_slice(&day.to_be_bytes());
+    key.extend_from_slice(&legacy_identity_key(identity));
+    key
+}
+
+/// The dedup key before schema v7 (16 bytes, no day): rows stored then keep it.
+pub(super) fn legacy_identity_key(identity: &str) -> Vec<u8> {
     Sha256::digest(identity.as_bytes())[..16].to_vec()
+}
+
+/// Rows keyed the old way, from what migration 7 recorded in `meta`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LegacyKeys {
+    /// The UTC day (since 1970-01-01) the store was migrated.
+    pub(super) day: i64,
+}
+
+fn legacy_keys(conn: &Connection) -> Result<Option<LegacyKeys>, StoreError> {
+    let value = |key: &str| -> Result<Option<i64>, StoreError> {
+        let text: Option<String> = conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |row| row.get(0))
+            .optional()?;
+        Ok(text.and_then(|t| t.parse().ok()))
+    };
+    // Rows up to this seq were stored with 16-byte keys; none when the store was empty
+    // at the migration, or once retention (or deletes) removed them all: a rowid range
+    // probe, once per upload.
+    let max_seq = value(LEGACY_MAX_SEQ)?.unwrap_or(0);
+    let any_left = max_seq > 0
+        && conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM crashes WHERE seq <= ?1)")?
+            .query_row([max_seq], |row| row.get::<_, bool>(0))?;
+    if !any_left {
+        return Ok(None);
+    }
+    // Without the day, look every report up the old way too: slower, never wrong.
+    let day = value(LEGACY_DAY)?.unwrap_or(i64::MAX);
+    Ok(Some(LegacyKeys { day }))
+}
+
+/// `meta` keys migration 7 writes (src/store/schema.rs).
+pub(super) const LEGACY_MAX_SEQ: &str = "identity_legacy_max_seq";
+pub(super) const LEGACY_DAY: &str = "identity_legacy_day";
+
+impl LegacyKeys {
+    /// Whether a report of crash day `day`, received at `received_ms`, may have been
+    /// stored under the 16-byte key, i.e. before the migration. A legacy row was stored
+    /// before the migration day ended (UTC). The crash day is the report's own date as
+    /// written, in the device's zone, which runs up to 14 hours ahead of UTC: a report
+    /// stored before the upgrade has a day of at most the migration day + 1 -- unless
+    /// the device's clock was wrong. A day ahead of the server's own (received) day + 1
+    /// can only come from a clock set ahead, so those are looked up too. Every other
+    /// report (the hot path: crashes of today on a store upgraded before) cannot be a
+    /// retry of a legacy row and skips the second lookup. Day 0 (no timestamp) is
+    /// always looked up. What escapes: a report from a clock set ahead, stored before
+    /// the upgrade and retried only after the server's date caught up with it.
+    pub(super) fn may_hold(&self, day: u32, received_ms: i64) -> bool {
+        let day = i64::from(day);
+        let received_day = received_ms.div_euclid(86_400_000);
+        day <= self.day.saturating_add(1) || day > received_day + 1
+    }
 }
 
 /// Device hashes are hex; stored as their bytes (half the size).
@@ -436,22 +514,14 @@ pub(super) fn insert(
     let mut out = Vec::with_capacity(crashes.len());
     // This upload's counter changes join the batch's only once all of it succeeded.
     let mut deltas = Deltas::default();
+    let legacy = legacy_keys(conn)?;
     for crash in crashes {
-        let identity = identity_key(&crash.identity);
-        let existing = conn
-            .prepare_cached(
-                "SELECT c.seq, c.nonce, c.group_id, g.signature FROM crashes c
-                 JOIN groups g ON g.id = coalesce(c.home, c.group_id) WHERE c.identity = ?1",
-            )?
-            .query_row([&identity], |row| {
-                Ok(Inserted {
-                    id: crash_id(row.get(0)?, row.get(1)?),
-                    group_id: row.get(2)?,
-                    signature: row.get(3)?,
-                    created: false,
-                })
-            })
-            .optional()?;
+        let identity = identity_key(crash.day, &crash.identity);
+        let mut existing = stored_as(conn, &identity)?;
+        // A retry of a report stored before migration 7 is found under its old key.
+        if existing.is_none() && legacy.is_some_and(|l| l.may_hold(crash.day, crash.received_ms)) {
+            existing = stored_as(conn, &legacy_identity_key(&crash.identity))?;
+        }
         if let Some(existing) = existing {
             out.push(existing);
             continue;
@@ -510,6 +580,24 @@ pub(super) fn insert(
         pending.spike = Some(spike);
     });
     Ok(out)
+}
+
+/// The stored crash a dedup key names, as a retry is answered.
+fn stored_as(conn: &Connection, key: &[u8]) -> Result<Option<Inserted>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT c.seq, c.nonce, c.group_id, g.signature FROM crashes c
+             JOIN groups g ON g.id = coalesce(c.home, c.group_id) WHERE c.identity = ?1",
+        )?
+        .query_row([key], |row| {
+            Ok(Inserted {
+                id: crash_id(row.get(0)?, row.get(1)?),
+                group_id: row.get(2)?,
+                signature: row.get(3)?,
+                created: false,
+            })
+        })
+        .optional()?)
 }
 
 thread_local! {

@@ -947,6 +947,145 @@ mod tests {
         assert_eq!(store.audit().unwrap(), vec![]);
     }
 
+    /// Today's UTC day number, as migration 7 records it.
+    fn today() -> u32 {
+        (time::OffsetDateTime::now_utc().unix_timestamp() / 86_400) as u32
+    }
+
+    #[test]
+    fn dedup_keys_lead_with_the_crash_day_so_new_crashes_append() {
+        let (_dir, store) = open();
+        let rt = runtime();
+        // Identities whose digests sort the other way round from their days.
+        let mut ids: Vec<String> = (0..40).map(|i| format!("id-{i}")).collect();
+        ids.sort_by_key(|id| std::cmp::Reverse(crashes::legacy_identity_key(id)));
+        let batch = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| crash(id, "s1", "d1", "r").on_day(20_000 + i as u32))
+            .collect();
+        rt.block_on(store.insert_crashes(batch)).unwrap();
+        let conn = store.inner.readers.get().unwrap();
+        let keys: Vec<Vec<u8>> = conn
+            .prepare("SELECT identity FROM crashes ORDER BY identity")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let days: Vec<u32> = keys
+            .iter()
+            .map(|k| {
+                assert_eq!(k.len(), 20);
+                u32::from_be_bytes(k[..4].try_into().unwrap())
+            })
+            .collect();
+        assert_eq!(days, (20_000..20_040).collect::<Vec<_>>());
+        assert_eq!(keys[7], crashes::identity_key(20_007, &ids[7]));
+        // A retry carries the same report, so the same day: the same crash.
+        let again = rt
+            .block_on(store.insert_crashes(vec![crash(&ids[7], "s1", "d1", "r").on_day(20_007)]))
+            .unwrap();
+        assert!(!again[0].created);
+        assert_eq!(store.group("g-s1").unwrap().unwrap().count, 40);
+        // An empty store needs no look-up the old way.
+        let legacy: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'identity_legacy_max_seq'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .unwrap();
+        assert_eq!(legacy, None);
+    }
+
+    #[test]
+    fn a_retry_of_a_crash_stored_under_the_old_key_is_found_after_migration_7() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let old_day = today() - 3;
+        let ids = {
+            let store = Store::open_at_version(dir.path(), 6).unwrap();
+            let stored = rt
+                .block_on(store.insert_crashes(vec![
+                    crash("old-a", "s1", "d1", "r"),
+                    crash("old-b", "s1", "d2", "r"),
+                ]))
+                .unwrap();
+            // Key them as the v6 code did: 16 bytes of the digest, no day.
+            rt.block_on(store.inner.writer.write(|conn| {
+                for id in ["old-a", "old-b"] {
+                    conn.execute(
+                        "UPDATE crashes SET identity = ?1 WHERE identity = ?2",
+                        params![
+                            crashes::legacy_identity_key(id),
+                            crashes::identity_key(0, id)
+                        ],
+                    )?;
+                }
+                Ok(())
+            }))
+            .unwrap();
+            stored.into_iter().map(|i| i.id).collect::<Vec<_>>()
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 7);
+        let meta = |key: &str| -> Option<String> {
+            let conn = store.inner.readers.get().unwrap();
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .unwrap()
+        };
+        assert_eq!(meta("identity_legacy_max_seq").as_deref(), Some("2"));
+        assert_eq!(
+            meta("identity_legacy_day").as_deref(),
+            Some(today().to_string().as_str())
+        );
+        // The same reports again, now keyed with their day: found under the old key.
+        let received = i64::from(today()) * 86_400_000;
+        let mut retry_a = crash("old-a", "s1", "d1", "r").on_day(old_day);
+        retry_a.received_ms = received;
+        let retry_b = crash("old-b", "s1", "d2", "r"); // no timestamp: day 0
+        let again = rt
+            .block_on(store.insert_crashes(vec![retry_a, retry_b]))
+            .unwrap();
+        assert_eq!(
+            again
+                .iter()
+                .map(|i| (i.id.clone(), i.created))
+                .collect::<Vec<_>>(),
+            vec![(ids[0].clone(), false), (ids[1].clone(), false)]
+        );
+        // A new crash is stored under the new key, and its retry finds it there.
+        let mut new = crash("new-c", "s1", "d1", "r").on_day(today());
+        new.received_ms = received;
+        let first = rt.block_on(store.insert_crashes(vec![new])).unwrap();
+        let mut new = crash("new-c", "s1", "d1", "r").on_day(today());
+        new.received_ms = received;
+        let second = rt.block_on(store.insert_crashes(vec![new])).unwrap();
+        assert!(first[0].created && !second[0].created);
+        assert_eq!(first[0].id, second[0].id);
+        assert_eq!(store.group("g-s1").unwrap().unwrap().count, 3);
+        assert_eq!(store.audit().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn the_old_key_is_looked_up_only_for_reports_old_enough_to_have_it() {
+        let legacy = crashes::LegacyKeys { day: 20_000 };
+        let received = |day: i64| day * 86_400_000 + 3_600_000;
+        // Before the migration, and its day + 1 (a device east of UTC): looked up.
+        assert!(legacy.may_hold(19_990, received(20_100)));
+        assert!(legacy.may_hold(20_001, received(20_100)));
+        // No timestamp (day 0): always.
+        assert!(legacy.may_hold(0, received(20_100)));
+        // After the migration, not ahead of the server's clock: cannot be a legacy row.
+        assert!(!legacy.may_hold(20_002, received(20_100)));
+        assert!(!legacy.may_hold(20_101, received(20_100)));
+        // Ahead of the server's date + 1: a device clock set ahead, so maybe.
+        assert!(legacy.may_hold(20_102, received(20_100)));
+    }
+
     #[test]
     fn crash_ids_are_unguessable() {
         let (_dir, store) = open();

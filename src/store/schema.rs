@@ -326,6 +326,22 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_by_expiry ON sessions (expires_at);
 "#;
 
+/// v7: the dedup key becomes the crash's own day (4 bytes, big-endian) then the 16
+/// bytes of the identity's digest, so new crashes append to the `identity` index
+/// (`store::crashes::identity_key`). Rows already stored keep their 16-byte keys (a
+/// key is a one-way hash: it cannot be re-keyed, and the report's day is inside the
+/// deflated record); `meta` records the highest seq stored that way and the UTC day of
+/// the migration, so an insert looks a retry up under the old key too while such rows
+/// exist, and only for reports old enough to be one (`LegacyKeys::may_hold`).
+const V7: &str = r#"
+INSERT INTO meta (key, value)
+    SELECT 'identity_legacy_max_seq', CAST(m AS TEXT)
+    FROM (SELECT max(seq) AS m FROM crashes) WHERE m IS NOT NULL;
+INSERT INTO meta (key, value)
+    SELECT 'identity_legacy_day', CAST(CAST(strftime('%s', 'now') AS INTEGER) / 86400 AS TEXT)
+    FROM (SELECT max(seq) AS m FROM crashes) WHERE m IS NOT NULL;
+"#;
+
 /// Every migration, oldest first.
 pub(super) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
@@ -335,9 +351,10 @@ pub(super) fn migrations() -> Migrations<'static> {
         M::up(V4),
         M::up(V5),
         M::up(V6),
+        M::up(V7),
     ])
 }
 
 /// The schema version today's code writes.
 #[cfg(test)]
-pub(super) const LATEST: usize = 6;
+pub(super) const LATEST: usize = 7;
