@@ -604,6 +604,10 @@ fn fixture_event(event_id: &str) -> Value {
         .collect();
     json!({
         "event_id": event_id,
+        // Sentry SDKs always stamp an event; with its own timestamp the SDK keeps it,
+        // so the event re-sent below is the same report (the dedup key leads with the
+        // crash's day, schema v7).
+        "timestamp": "2026-12-02T09:59:00Z",
         "level": "fatal",
         "platform": "cocoa",
         "release": "com.crashbox.fixture@1.0+1",
