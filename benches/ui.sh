@@ -86,7 +86,7 @@ for entry in "${PAGES[@]}"; do
   read -r status bytes < <(curl -sS -o "$work/page.html" -w '%{http_code} %{size_download}\n' -H "Cookie: $cookie" "http://$SERVER_ADDR$first")
   [ "$status" = 200 ] || { echo "$name: $first answered $status" >&2; head -c 400 "$work/page.html" >&2; exit 1; }
   PATHS="$work/paths" COOKIE="$cookie" wrk -t1 -c1 -d"${PAGE_SECONDS}s" --latency \
-    -s benches/ui_query.lua "http://$SERVER_ADDR" >"$work/wrk.log"
+    -s benches/triage_query.lua "http://$SERVER_ADDR" >"$work/wrk.log"
   if grep -q "Non-2xx" "$work/wrk.log"; then
     echo "$name: some answers were not 2xx" >&2
     cat "$work/wrk.log" >&2

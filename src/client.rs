@@ -155,18 +155,8 @@ impl Client {
     }
 }
 
-/// Percent-encodes a query value or a path segment.
-pub fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// Percent-encodes a query value or a path segment (the web UI's links use it too).
+pub use crate::util::percent_encode as encode;
 
 /// Zips `dir` into `out`, keeping the directory's own name as the top-level folder so
 /// that `Foo.dSYM/Contents/Resources/DWARF/Foo` keeps its meaning. Symlinks are skipped.

@@ -15,6 +15,20 @@ pub fn now_rfc3339() -> String {
 }
 
 /// `n` random bytes as lowercase hex, for temporary names and secrets.
+/// Percent-encodes a query value or a path segment: everything but RFC 3986's
+/// unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
     rand::thread_rng().fill_bytes(&mut buf);

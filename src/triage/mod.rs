@@ -529,7 +529,7 @@ pub fn release_json(r: &Release) -> Value {
 }
 
 /// Crash-free sessions in percent, when sessions were counted.
-fn crash_free(r: &Release) -> Option<f64> {
+pub fn crash_free(r: &Release) -> Option<f64> {
     (r.sessions_total > 0).then(|| {
         let crashed = r.sessions_crashed.min(r.sessions_total) as f64;
         let pct = 100.0 * (1.0 - crashed / r.sessions_total as f64);

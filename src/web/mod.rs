@@ -727,10 +727,7 @@ fn release_row(r: &Release, now_ms: i64) -> ReleaseRow {
             .map(|p| format!("{} %", (p * 10.0).round() / 10.0)),
         crashes: r.crashes,
         devices: r.devices,
-        crash_free: (r.sessions_total > 0).then(|| {
-            let crashed = r.sessions_crashed.min(r.sessions_total) as f64;
-            format!("{:.2} %", 100.0 * (1.0 - crashed / r.sessions_total as f64))
-        }),
+        crash_free: triage::crash_free(r).map(|pct| format!("{pct:.2} %")),
         sessions: r.sessions_total,
         released_at: when(&r.released_at),
         first_seen: when(&r.first_seen),

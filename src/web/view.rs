@@ -47,17 +47,7 @@ pub fn query_url(path: &str, pairs: &[(&str, &str)]) -> String {
 }
 
 /// One path segment, percent-encoded (a release name holds spaces and parentheses).
-pub fn path_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use crate::util::percent_encode as path_segment;
 
 /// A release as a group of `app` shows it: `1.2 (42)` rather than `com.app 1.2 (42)`.
 pub fn short_release(name: &str, app: &str) -> String {
